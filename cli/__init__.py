@@ -1,0 +1,1 @@
+"""Headless use of the Imagic nodes through ComfyUI's own executor."""

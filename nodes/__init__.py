@@ -1,0 +1,1 @@
+"""ComfyUI V3 node glue for Imagic (one file per concern)."""

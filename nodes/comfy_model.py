@@ -1,0 +1,117 @@
+"""A ComfyUI MODEL as a ``core.diffusion.Denoiser``, on a private trainable copy.
+
+ComfyUI caches the MODEL a node receives and shares its weights with every clone; inside the graph
+they are inference tensors, which autograd cannot save. So training works on a private copy of the
+model as the given MODEL would run (its patches and object patches applied), and never writes to the
+given one. Everything model-specific (noise scaling, sigma <-> timestep, parameterisation, latent
+scaling, extra conditioning such as SDXL's pooled/size vector) comes from the model itself.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+import comfy.model_management
+
+from .errors import fail
+
+
+def latent_channels(model) -> int | None:
+    return getattr(model.get_model_object("latent_format"), "latent_channels", None)
+
+
+def context_width(model) -> int | None:
+    """The conditioning width the diffusion model expects, where its config says it."""
+    config = getattr(model.model.model_config, "unet_config", {}) or {}
+    for key in ("context_dim", "context_in_dim"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    embedder = config.get("context_embedder_config") or {}
+    return (embedder.get("params") or {}).get("in_features")
+
+
+def check_inputs(node_id: str, model, conditioning: list, latent: dict) -> None:
+    """Reject input the Imagic loops cannot use, with the fix, before any work starts."""
+    if not conditioning:
+        raise fail(node_id, "the conditioning input is an empty list",
+                   "connect the output of a text encode node (CLIP Text Encode) with the target text")
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if samples is None:
+        raise fail(node_id, "the latent input has no 'samples'", "connect a VAE Encode output of the input image")
+    if samples.shape[0] != 1:
+        raise fail(node_id, f"the latent holds {samples.shape[0]} images; Imagic edits one image at a time",
+                   "encode a single image (or pick one with Latent From Batch)")
+    expected = latent_channels(model)
+    if expected is not None and samples.ndim >= 2 and samples.shape[1] != expected:
+        family = type(model.model.model_config).__name__
+        raise fail(node_id, f"the latent has {samples.shape[1]} channels but this {family} model works on "
+                            f"{expected}-channel latents (the latent comes from another model family's VAE)",
+                   "encode the image with the VAE of the same checkpoint as the model")
+    if not torch.isfinite(samples).all():
+        raise fail(node_id, "the latent contains NaN or infinite values", "re-encode the input image")
+    width = context_width(model)
+    for i, (tensor, _) in enumerate(conditioning):
+        if width is not None and tensor.shape[-1] != width:
+            raise fail(node_id, f"conditioning entry {i} is {tensor.shape[-1]} wide but the model expects "
+                                f"{width} (text encoder of another model family)",
+                       "encode the text with the CLIP of the same checkpoint as the model")
+
+
+def private_model(model, dtype: torch.dtype = torch.float32):
+    """A trainable copy of ``model.model`` (a ComfyUI BaseModel) on the model's load device.
+
+    The given model is loaded the way a sampler loads it (patches applied by ComfyUI's own mechanism,
+    fully, since training touches every layer) and its weights are copied; they are never written to.
+    """
+    comfy.model_management.load_models_gpu([model], force_full_load=True)
+    with torch.inference_mode(False):
+        base = copy.deepcopy(model.model)
+        base.to(dtype=dtype)
+        base.requires_grad_(False)
+    if hasattr(base.diffusion_model, "dtype"):
+        base.diffusion_model.dtype = dtype
+    base.manual_cast_dtype = None
+    return base
+
+
+def model_kwargs(base, entry: dict, x: torch.Tensor) -> dict:
+    """The keyword arguments ComfyUI's sampler passes to ``apply_model`` for one conditioning entry.
+
+    Built with the model's own ``extra_conds`` (as ``comfy.samplers.encode_model_conds`` does), so the
+    tensors in ``entry`` keep their autograd graph into the model.
+    """
+    params = dict(entry)
+    params.update(device=x.device, noise=x, prompt_type="positive")
+    params.setdefault("width", x.shape[-1] * 8)
+    params.setdefault("height", x.shape[-2] * 8)
+    out = base.extra_conds(**params)
+    return {k: v.process_cond(batch_size=x.shape[0], device=x.device, area=None).concat([]) for k, v in out.items()}
+
+
+class ComfyDenoiser:
+    """``core.diffusion.Denoiser`` over a ComfyUI BaseModel (normally a ``private_model`` copy)."""
+
+    def __init__(self, base):
+        self.base = base
+        self.sampling = base.model_sampling
+
+    def add_noise(self, x0, noise, sigma):
+        return self.sampling.noise_scaling(sigma, noise, x0)
+
+    def predict_x0(self, x_t, sigma, cond):
+        return self.base.apply_model(x_t, sigma, **model_kwargs(self.base, cond, x_t))
+
+    def output_scale(self, sigma, like):
+        ones = torch.ones((sigma.shape[0],) + (1,) * (like.ndim - 1), device=like.device, dtype=torch.float32)
+        return self.sampling.calculate_denoised(sigma.float(), ones, torch.zeros_like(ones))
+
+    def sample_sigmas(self, n, generator):
+        # Uniform over the model's own timestep range (the paper's t ~ U{1..T}), ends excluded.
+        u = torch.rand(n, generator=generator, dtype=torch.float64) * 0.998 + 0.001
+        return torch.tensor([self.sampling.percent_to_sigma(float(p)) for p in u], dtype=torch.float32)
+
+
+def clean_latent(base, latent: dict, device) -> torch.Tensor:
+    """The input image's latent in the model's own space (its latent_format, e.g. SD1's scale factor)."""
+    return base.process_latent_in(latent["samples"].to(device, torch.float32).clone())

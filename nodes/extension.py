@@ -1,0 +1,12 @@
+"""The ComfyExtension that lists every Imagic node."""
+from comfy_api.latest import ComfyExtension, io
+
+from .finetune_unet import ImagicFinetuneUNet
+from .interpolate_conditioning import ImagicInterpolateConditioning
+from .optimize_embedding import ImagicOptimizeEmbedding
+from .tiny_checkpoint import ImagicTinyCheckpoint
+
+
+class ImagicExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [ImagicOptimizeEmbedding, ImagicFinetuneUNet, ImagicInterpolateConditioning, ImagicTinyCheckpoint]

@@ -1,0 +1,69 @@
+"""Imagic step B: fine-tune the diffusion model on the optimised embedding (full weights or LoRA)."""
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.sd
+from comfy_api.latest import io
+
+from .comfy_model import check_inputs
+from .conditioning_io import model_entries
+from .finetune_weights import FullFinetune, LoraFinetune
+from .training_run import TrainingSetup, training_mode
+
+NODE_ID = "ImagicFinetuneUNet"
+DEFAULT_LEARNING_RATE = {"full": 5e-7, "lora": 1e-4}
+
+
+def finetuned_model(model, delta: dict):
+    """The given MODEL with the fine-tune applied as ComfyUI LoRA patches (what LoraModelLoader gives)."""
+    return comfy.sd.load_lora_for_models(model, None, delta, 1.0, 0)[0]
+
+
+class ImagicFinetuneUNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_ID,
+            display_name="Imagic Finetune UNet",
+            category="Imagic",
+            description=(
+                "Imagic step B. Fine-tunes the diffusion model so that, conditioned on e_opt, it reconstructs the "
+                "input image. Returns the fine-tuned MODEL (the input model plus a LoRA-style patch, stackable with "
+                "other LoRAs), the fine-tune itself as a LORA_MODEL for Save LoRA / Imagic Save Finetune, and the "
+                "loss. The input model is not changed."),
+            inputs=[
+                io.Model.Input("model", tooltip="The same diffusion model given to Imagic Optimize Embedding."),
+                io.Conditioning.Input("conditioning", tooltip="e_opt, the output of Imagic Optimize Embedding."),
+                io.Latent.Input("latent", tooltip="The input photo's latent (the same as for Imagic Optimize Embedding)."),
+                io.Int.Input("steps", default=1500, min=1, max=100000, tooltip="Fine-tuning steps (paper: 1500)."),
+                io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-7,
+                               tooltip="Adam learning rate; 0 = the method's default (full: 5e-7 as in the paper, lora: 1e-4)."),
+                io.Combo.Input("method", options=["lora", "full"], default="lora",
+                               tooltip="lora: low-rank adapters on every linear/conv weight (light, small file). "
+                                       "full: every weight, as in the paper (needs about 4x the model's size in memory)."),
+                io.Int.Input("lora_rank", default=8, min=1, max=256, tooltip="Rank of the LoRA adapters (method lora only)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the training noise, timesteps and LoRA initialisation."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The fine-tuned model: the input model with the fine-tune applied as a patch."),
+                io.LoraModel.Output(display_name="lora", tooltip="The fine-tune as a weight delta in ComfyUI's LoRA key format (Save LoRA, Load LoRA Model, Imagic Save Finetune)."),
+                io.LossMap.Output(display_name="loss", tooltip="Loss per step ({'loss': [...]})."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, conditioning, latent, steps, learning_rate, method, lora_rank, seed) -> io.NodeOutput:
+        check_inputs(NODE_ID, model, conditioning, latent)
+        learning_rate = learning_rate or DEFAULT_LEARNING_RATE[method]
+        with training_mode():
+            setup = TrainingSetup(model, latent)
+            if method == "full":
+                trainer = FullFinetune(setup.base, comfy.model_management.unet_offload_device())
+            else:
+                trainer = LoraFinetune(setup.base, lora_rank, seed)
+            entries = model_entries(conditioning, setup.device)
+            losses = setup.run(NODE_ID, f"Imagic: finetune ({method})", trainer.parameters(), entries,
+                               steps, learning_rate, seed)
+            delta = trainer.delta()
+        return io.NodeOutput(finetuned_model(model, delta), delta, {"loss": losses})

@@ -1,0 +1,48 @@
+"""Imagic step A: optimise the target text embedding so the frozen model reconstructs the input image."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .comfy_model import check_inputs
+from .conditioning_io import model_entries, to_conditioning, trained_tensors
+from .training_run import TrainingSetup, training_mode
+
+NODE_ID = "ImagicOptimizeEmbedding"
+
+
+class ImagicOptimizeEmbedding(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_ID,
+            display_name="Imagic Optimize Embedding",
+            category="Imagic",
+            description=(
+                "Imagic step A. Starting from the target text's embedding (e_tgt), optimises it so the frozen "
+                "diffusion model reconstructs the input image; returns e_opt with the same structure as the "
+                "input conditioning. The model is not changed."),
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (kept frozen). Use the same checkpoint for all Imagic nodes."),
+                io.Conditioning.Input("conditioning", tooltip="The target text encoded by this checkpoint's CLIP (e_tgt), e.g. 'a photo of a sitting dog'."),
+                io.Latent.Input("latent", tooltip="The input photo, VAE-encoded with this checkpoint's VAE (one image)."),
+                io.Int.Input("steps", default=1000, min=1, max=100000, tooltip="Optimisation steps (paper: 1000)."),
+                io.Float.Input("learning_rate", default=2e-3, min=1e-7, max=1.0, step=1e-5, tooltip="Adam learning rate (paper: 2e-3)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the training noise and timesteps; same seed and inputs give the same result."),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="optimized", tooltip="e_opt: the optimised embedding, same entries and keys as the input."),
+                io.LossMap.Output(display_name="loss", tooltip="Loss per step ({'loss': [...]}), for ComfyUI's Plot Loss Graph."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, conditioning, latent, steps, learning_rate, seed) -> io.NodeOutput:
+        check_inputs(NODE_ID, model, conditioning, latent)
+        with training_mode():
+            setup = TrainingSetup(model, latent)
+            entries = model_entries(conditioning, setup.device, trainable=True)
+            losses = setup.run(NODE_ID, "Imagic: optimize embedding", trained_tensors(entries), entries,
+                               steps, learning_rate, seed)
+            optimized = to_conditioning(conditioning, entries)
+        return io.NodeOutput(optimized, {"loss": losses})

@@ -1,0 +1,86 @@
+"""Test set-up: find the ComfyUI host as the README says, boot it once, run graphs through its executor.
+
+Host tests take the ``comfy`` fixture; without a host they are skipped and the run ends with one loud
+line saying how many were skipped and why.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pack import sub  # noqa: E402
+
+comfy_host = sub("cli.comfy_host")
+HOST = comfy_host.find_comfyui()
+STUBS = Path(__file__).parent / "stubs"
+NO_HOST = "no ComfyUI host found (set COMFYUI_PATH, or clone ComfyUI to ~/comfy/ComfyUI)"
+
+
+def needs_torchvision_stub() -> bool:
+    return importlib.util.find_spec("torchvision") is None
+
+
+class Comfy:
+    """The booted host: ComfyUI's executor with a real (not started) PromptServer, and its modules."""
+
+    def __init__(self, base: Path):
+        extra = [str(STUBS)] if needs_torchvision_stub() else []
+        comfy_host.boot(HOST, base, extra_sys_path=extra)
+        import execution
+        import nodes
+        import server
+
+        self.base = base
+        self.nodes = nodes
+        self.execution = execution
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.server = server.PromptServer(self.loop)
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
+
+    def validate(self, prompt: dict):
+        return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+
+    def run(self, prompt: dict, *, expect_success: bool = True):
+        """Validate and execute ``prompt`` (API format) like the server's queue does; returns the executor."""
+        ok, error, outputs, node_errors = self.validate(prompt)
+        assert ok, f"validation failed: {error} {node_errors}"
+        self.executor.execute(prompt, str(uuid.uuid4()), {}, outputs)
+        if expect_success:
+            assert self.executor.success, self.error_message()
+        return self.executor
+
+    def output(self, node_id: str, index: int = 0):
+        return self.executor.caches.outputs.get(str(node_id))[index][0]
+
+    def error_message(self) -> str:
+        for event, data in self.executor.status_messages:
+            if event == "execution_error":
+                return f"{data['node_type']}: {data['exception_message']}"
+        return ""
+
+    def events(self, name: str) -> list[dict]:
+        return [data for event, data in self.executor.status_messages if event == name]
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory) -> Comfy:
+    if HOST is None:
+        pytest.skip(NO_HOST)
+    return Comfy(tmp_path_factory.mktemp("comfy_base"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if NO_HOST in str(r.longrepr)]
+    if HOST is None:
+        terminalreporter.write_line(
+            f"!!! {len(skipped)} HOST TESTS SKIPPED: {NO_HOST}. Only the host-free tests ran. !!!",
+            red=True, bold=True)
+    else:
+        terminalreporter.write_line(f"ComfyUI host: {HOST}")
