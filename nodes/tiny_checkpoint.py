@@ -86,21 +86,20 @@ _SD3_DEPTH = 2  # MMDiT: hidden = 64 * depth, heads = depth
 class _Family:
     config: type  # the tiny supported_models subclass
     unet: dict  # full unet_config, as model_detection would produce it
-    latent_channels: int
     # Builds the ClipTarget; default is the config's own clip_target(), as the real loader does.
     clip_target: Callable | None = None
 
 
 _SPECS: dict[str, _Family] = {
-    "sd15": _Family(TinySD15, {**_UNET, "context_dim": 768, "use_linear_in_transformer": False}, 4),
-    "sd2": _Family(TinySD20, {**_UNET, "context_dim": 1024, "use_linear_in_transformer": True}, 4),
-    "sd2v": _Family(TinySD20V, {**_UNET, "context_dim": 1024, "use_linear_in_transformer": True}, 4),
+    "sd15": _Family(TinySD15, {**_UNET, "context_dim": 768, "use_linear_in_transformer": False}),
+    "sd2": _Family(TinySD20, {**_UNET, "context_dim": 1024, "use_linear_in_transformer": True}),
+    "sd2v": _Family(TinySD20V, {**_UNET, "context_dim": 1024, "use_linear_in_transformer": True}),
     "sdxl": _Family(TinySDXL, {
         **_UNET, "context_dim": 2048, "use_linear_in_transformer": True,
         "adm_in_channels": 2816, "num_classes": "sequential",
         # like SDXL, no attention at the highest resolution
         "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
-    }, 4),
+    }),
     "sd3": _Family(TinySD3, {
         "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": _SD3_DEPTH, "input_size": None,
         "adm_in_channels": 2048, "pos_embed_scaling_factor": None,
@@ -108,7 +107,7 @@ _SPECS: dict[str, _Family] = {
                                     "params": {"in_features": 4096, "out_features": 64 * _SD3_DEPTH}},
         "num_patches": _SD3_POS_MAX ** 2, "pos_embed_max_size": _SD3_POS_MAX,
         "x_block_self_attn_layers": [],
-    }, 16,
+    },
         # SD3 with its CLIP-L and CLIP-G and no T5 (like sd3_medium_incl_clips): the CLIP output is
         # zero-padded to the 4096-wide T5 context. A T5 would add a 32128x4096 embedding table.
         clip_target=lambda cfg: comfy.supported_models_base.ClipTarget(
@@ -119,7 +118,7 @@ _SPECS: dict[str, _Family] = {
         "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2,
         "depth": 1, "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 10000,
         "qkv_bias": True, "guidance_embed": True,
-    }, 16),
+    }),
 }
 
 # Text encoders: real hidden width and vocabulary, few layers (3: SD2/SDXL/SD3 read the penultimate
@@ -197,25 +196,27 @@ def _build_clip(spec: _Family, config, seed: int) -> comfy.sd.CLIP:
     return clip
 
 
-def _build_vae(spec: _Family, config, seed: int) -> comfy.sd.VAE:
-    taesd = comfy.taesd.taesd.TAESD(latent_channels=spec.latent_channels)
+def _build_vae(config, seed: int) -> comfy.sd.VAE:
+    fmt = config.latent_format
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=fmt.latent_channels)
     _init_weights(taesd, _generator(seed, 2))
     sd = taesd.state_dict()
     # As VAELoader does for the real taesd*/taef1 files: map the family's VAE latent to TAESD's.
-    fmt = config.latent_format
     sd["vae_scale"] = torch.tensor(float(fmt.scale_factor))
-    sd["vae_shift"] = torch.tensor(float(getattr(fmt, "shift_factor", 0.0) or 0.0))
+    sd["vae_shift"] = torch.tensor(float(getattr(fmt, "shift_factor", 0.0)))
     return comfy.sd.VAE(sd=sd)
 
 
-def build_tiny_checkpoint(family: str = "sd15", seed: int = 0):
+def build_tiny_checkpoint(
+    family: str = "sd15", seed: int = 0
+) -> tuple[comfy.model_patcher.ModelPatcher, comfy.sd.CLIP, comfy.sd.VAE]:
     """Build (ModelPatcher, CLIP, VAE) of a tiny random-weight ``family`` model; see module docstring."""
     if family not in _SPECS:
         raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
     spec = _SPECS[family]
     model = _build_model(spec, seed)
     config = model.model.model_config
-    return model, _build_clip(spec, config, seed), _build_vae(spec, config, seed)
+    return model, _build_clip(spec, config, seed), _build_vae(config, seed)
 
 
 # ---------------------------------------------------------------------------------------------------
