@@ -110,7 +110,7 @@ _SPECS: dict[str, _Family] = {
     },
         # SD3 with its CLIP-L and CLIP-G and no T5 (like sd3_medium_incl_clips): the CLIP output is
         # zero-padded to the 4096-wide T5 context. A T5 would add a 32128x4096 embedding table.
-        clip_target=lambda cfg: comfy.supported_models_base.ClipTarget(
+        clip_target=lambda: comfy.supported_models_base.ClipTarget(
             comfy.text_encoders.sd3_clip.SD3Tokenizer,
             comfy.text_encoders.sd3_clip.sd3_clip(clip_l=True, clip_g=True, t5=False))),
     "flux": _Family(TinyFlux, {
@@ -190,7 +190,7 @@ def _build_model(spec: _Family, seed: int) -> comfy.model_patcher.ModelPatcher:
 
 
 def _build_clip(spec: _Family, config, seed: int) -> comfy.sd.CLIP:
-    target = spec.clip_target(config) if spec.clip_target else config.clip_target()
+    target = spec.clip_target() if spec.clip_target else config.clip_target()
     clip = comfy.sd.CLIP(target, model_options=dict(_TE_OPTIONS))
     _init_weights(clip.cond_stage_model, _generator(seed, 1))
     return clip
