@@ -12,6 +12,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
+
+# On a 2-core machine every op that uses a second thread pays ~8 ms even on tiny tensors: a tiny UNet
+# forward takes ~2 s with 2 threads and ~9 ms with 1 (the suite ran 6x faster with one thread).
+torch.set_num_threads(1)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pack import sub  # noqa: E402
