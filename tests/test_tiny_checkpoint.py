@@ -3,18 +3,13 @@ widths, deterministic weights, outputs that depend on the text and the latent, a
 the node running in ComfyUI's executor."""
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-ROOT = Path(__file__).resolve().parents[1]
-HOST_FILE = ROOT / "cli" / "comfy_host.py"
+from pack import sub
 
 # family: (model_base class, supported_models class, model type, context width, pooled width, latent channels)
 EXPECTED = {
@@ -27,34 +22,9 @@ EXPECTED = {
 }
 
 
-def _comfy_host():
-    """comfy_host as already loaded (e.g. by a conftest), else loaded now; boot() is idempotent per module."""
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve() == HOST_FILE:
-            return mod
-    spec = importlib.util.spec_from_file_location("imagic_cli_host", HOST_FILE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["imagic_cli_host"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def tc(tmp_path_factory):
-    stubs = str(ROOT / "tests" / "stubs")
-    if stubs not in sys.path:
-        sys.path.insert(0, stubs)
-    host = _comfy_host()
-    comfy_dir = host.find_comfyui()
-    if comfy_dir is None:
-        pytest.skip("no ComfyUI checkout found")
-    host.boot(comfy_dir, tmp_path_factory.mktemp("comfy"))
-    # Tiny models run hundreds of microsecond-sized ops; on a small CPU box, handing each to a second
-    # intra-op thread costs more than the op itself (this file runs about twice as fast on one thread).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield host.pack_submodule("nodes.tiny_checkpoint")
-    torch.set_num_threads(threads)
+def tc(comfy):
+    return sub("nodes.tiny_checkpoint")
 
 
 def _build(tc, family, seed=0):
@@ -179,15 +149,9 @@ def test_node_schema(tc):
 
 
 @pytest.mark.parametrize("family", ["sd15", "flux"])
-def test_runs_in_comfy_executor(tc, family, monkeypatch):
-    import execution
+def test_runs_in_comfy_executor(comfy, family):
     import folder_paths
-    import server
 
-    import nodes
-
-    if "ImagicTinyCheckpoint" not in nodes.NODE_CLASS_MAPPINGS:  # until the extension lists it
-        monkeypatch.setitem(nodes.NODE_CLASS_MAPPINGS, "ImagicTinyCheckpoint", tc.ImagicTinyCheckpoint)
     prefix = f"imagic_tiny_{family}_{uuid.uuid4().hex[:8]}"
     prompt = {
         "1": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": family, "seed": 3}},
@@ -200,11 +164,5 @@ def test_runs_in_comfy_executor(tc, family, monkeypatch):
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
-    prompt_id = str(uuid.uuid4())
-    valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-    assert valid, (error, node_errors)
-    prompt_server = getattr(server.PromptServer, "instance", None) or server.PromptServer(asyncio.new_event_loop())
-    executor = execution.PromptExecutor(prompt_server)
-    executor.execute(prompt, prompt_id, {}, outputs)
-    assert executor.success, [m for m in executor.status_messages if m[0] == "execution_error"]
+    comfy.run(prompt)
     assert list(Path(folder_paths.get_output_directory()).glob(f"{prefix}_*.png"))
