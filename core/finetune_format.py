@@ -1,0 +1,445 @@
+"""The Imagic fine-tune file: one ``.safetensors`` that is both a ComfyUI LoRA and the saved Imagic edit state.
+
+Torch-only (no ComfyUI import), so it is testable without a host. Layout of a file (format version 1):
+
+* the UNet delta under ComfyUI's own LoRA keys: ``diffusion_model.<module>.lora_up.weight`` /
+  ``.lora_down.weight`` / ``.alpha`` (``lora``, and ``full`` stored as an SVD extraction), or
+  ``diffusion_model.<module>.diff`` / ``.diff_b`` (``full`` stored exactly). Any ComfyUI LoRA loader
+  applies them.
+* e_opt, every entry, under ``imagic.e_opt.<entry>.cross_attn`` and ``imagic.e_opt.<entry>.<key>`` for
+  each tensor the entry carries (``pooled_output`` ...), in their own dtype. ComfyUI's stock LoRA loader
+  does not know the ``imagic.`` keys: it skips them with one "lora key not loaded" log line each (two
+  for a prompt encoded by CLIP Text Encode), and applies the rest.
+* safetensors metadata (strings), all under ``imagic.``: see ``build_metadata``.
+
+Nothing here ever unpickles: the file is read with safetensors by the caller, this module only
+interprets the tensors and the metadata.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+FORMAT = "imagic-finetune"
+FORMAT_VERSION = 1
+UNET_PREFIX = "diffusion_model."
+E_OPT_PREFIX = "imagic.e_opt."
+META = "imagic."  # every metadata key starts with this
+CROSS_ATTN = "cross_attn"  # the name of an entry's main tensor (as ComfyUI's sampler calls it)
+STORAGES = ("lora", "exact", "svd")
+UNET_SUFFIXES = (".lora_up.weight", ".lora_down.weight", ".alpha", ".diff", ".diff_b")
+
+# Fingerprint: how many weight tensors are sampled, how many values from each, and the relative L2
+# distance under which two samples count as the same weights (fp32 vs fp16/bf16 copies of one checkpoint
+# differ by < 0.4 % per value).
+SAMPLED_TENSORS = 32
+VALUES_PER_TENSOR = 8
+SAME_WEIGHTS_TOLERANCE = 1e-2
+
+
+class FormatError(ValueError):
+    """A file or input the format cannot accept; ``problem`` and ``fix`` are for the user."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}. Fix: {fix}")
+        self.problem = problem
+        self.fix = fix
+
+
+# ---------------------------------------------------------------------------------------------------
+# e_opt (a ComfyUI CONDITIONING: a list of [tensor, dict]) <-> tensors + a JSON layout
+
+
+def _json_value(value):
+    """``value`` as JSON (tuples become lists), or raise TypeError when it is not plain data."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _json_value(v) for k, v in value.items()}
+    raise TypeError(type(value).__name__)
+
+
+def conditioning_to_tensors(conditioning: list) -> tuple[dict[str, torch.Tensor], list[dict], list[str]]:
+    """(tensors to store, layout for the metadata, names of entry keys that cannot be stored).
+
+    Every tensor of every entry is stored (a copy on the CPU, in its own dtype); plain values
+    (numbers, strings, lists of them) go into the layout; anything else (a ControlNet object, hooks)
+    is not storable and is reported, not silently lost.
+    """
+    tensors, layout, dropped = {}, [], []
+    for i, entry in enumerate(conditioning):
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], torch.Tensor)
+                and isinstance(entry[1], dict)):
+            raise FormatError(f"e_opt entry {i} is not a [tensor, dict] pair",
+                              "connect the 'optimized' output of Imagic Optimize Embedding")
+        main, extras = entry
+        names, values = [CROSS_ATTN], {}
+        tensors[f"{E_OPT_PREFIX}{i}.{CROSS_ATTN}"] = main.detach().cpu().clone()  # own memory: safetensors
+        # refuses tensors that share storage (e.g. views of one encoder output)
+        for key, value in extras.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{E_OPT_PREFIX}{i}.{key}"] = value.detach().cpu().clone()
+                names.append(key)
+                continue
+            try:
+                values[key] = _json_value(value)
+            except TypeError:
+                dropped.append(f"{i}.{key}")
+        layout.append({"tensors": names, "values": values})
+    return tensors, layout, dropped
+
+
+def conditioning_from_tensors(tensors: Mapping[str, torch.Tensor], layout: list[dict]) -> list:
+    """The CONDITIONING stored by ``conditioning_to_tensors``."""
+    out = []
+    for i, entry in enumerate(layout):
+        extras = dict(entry.get("values", {}))
+        main = None
+        for name in entry["tensors"]:
+            key = f"{E_OPT_PREFIX}{i}.{name}"
+            if key not in tensors:
+                raise FormatError(f"the e_opt tensor '{key}' listed in the metadata is missing",
+                                  "the file is damaged: save the fine-tune again")
+            if name == CROSS_ATTN:
+                main = tensors[key]
+            else:
+                extras[name] = tensors[key]
+        if main is None:
+            raise FormatError(f"e_opt entry {i} has no '{CROSS_ATTN}' tensor", "the file is damaged: save the fine-tune again")
+        out.append([main, extras])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The UNet delta
+
+
+def svd_extract(diff: torch.Tensor, rank: int, *, lowrank: bool = False,
+                clamp_quantile: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ComfyUI's LoRA extraction (``comfy_extras/nodes_lora_extract.extract_lora``): (up, down) with
+    ``up @ down`` the best rank-``rank`` approximation of ``diff`` (flattened for convolutions), singular
+    values folded into ``up``, conv shapes (out, r, 1, 1) / (r, in, kh, kw).
+
+    Differences from ComfyUI's function:
+
+    * no clamping by default. ComfyUI clamps both factors at the 0.99 quantile of their values
+      (``clamp_quantile=0.99`` does the same), a kohya heritage for half-precision files. The factors here
+      stay float32, and the clamp only adds error -- and an error that depends on the delta's absolute
+      scale (it compares ``U*S`` with the unit-norm ``Vh``): on a rank-6 test matrix it makes the
+      rank-6 extraction 20 % off instead of 0.25 %.
+    * the thin SVD (``full_matrices=False``; the full one also builds an n x n matrix never used), and no
+      ``squeeze`` of 1x1 convolutions (which would also drop a dimension of size 1). Same result.
+    * ``lowrank`` uses ``torch.svd_lowrank`` (randomised, same shapes, near-optimal factors): only for
+      benchmarks on a CPU, where the exact SVD of SD1.5's 1280 x 11520 kernels takes minutes.
+    """
+    shape = diff.shape
+    matrix = diff.reshape(shape[0], -1).float()
+    rank = max(1, min(rank, *matrix.shape))
+    if lowrank:
+        u, s, v = torch.svd_lowrank(matrix, q=min(rank + 10, *matrix.shape), niter=2)
+        vh = v.T
+    else:
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    up = u[:, :rank] @ torch.diag(s[:rank])
+    down = vh[:rank, :]
+    if clamp_quantile is not None:
+        values = torch.cat([up.flatten(), down.flatten()])
+        if values.numel() > 1 << 24:  # torch.quantile's input limit; a strided subsample estimates it
+            values = values[:: math.ceil(values.numel() / (1 << 24))]
+        hi = torch.quantile(values, clamp_quantile)
+        up, down = up.clamp(-hi, hi), down.clamp(-hi, hi)
+    if len(shape) > 2:
+        up = up.reshape(shape[0], rank, *([1] * (len(shape) - 2)))
+        down = down.reshape(rank, *shape[1:])
+    return up.contiguous(), down.contiguous()
+
+
+def method_of(keys: Iterable[str]) -> str:
+    """``full`` when the delta has ``.diff`` / ``.diff_b`` keys (ImagicFinetuneUNet's full method; an
+    SVD-stored file keeps its vector diffs), else ``lora``; FormatError when it holds no UNet delta."""
+    keys = [k for k in keys if k.startswith(UNET_PREFIX)]
+    if not keys:
+        raise FormatError("the fine-tune holds no UNet weights (no 'diffusion_model.' keys)",
+                          "connect the 'lora' output of Imagic Finetune UNet")
+    if any(k.endswith((".diff", ".diff_b")) for k in keys):
+        return "full"
+    return "lora"
+
+
+def lora_rank_of(delta: Mapping[str, torch.Tensor]) -> int | None:
+    ranks = [v.shape[0] for k, v in delta.items() if k.endswith(".lora_down.weight")]
+    return max(ranks) if ranks else None
+
+
+def check_unet_keys(delta: Mapping[str, torch.Tensor]) -> None:
+    bad = [k for k in delta if not (k.startswith(UNET_PREFIX) and k.endswith(UNET_SUFFIXES))]
+    if bad:
+        raise FormatError(f"the fine-tune has {len(bad)} key(s) that are not UNet LoRA/diff weights "
+                          f"(e.g. '{bad[0]}')", "connect the 'lora' output of Imagic Finetune UNet")
+    bad = [k for k, v in delta.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise FormatError(f"the fine-tune has NaN or infinite values (e.g. in '{bad[0]}')",
+                          "train again with a lower learning_rate")
+
+
+def check_fits(delta: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple]) -> None:
+    """Raise FormatError unless every key of ``delta`` patches a weight of that shape in ``shapes``
+    (model keys without the ``diffusion_model.`` prefix, e.g. ``input_blocks.0.0.weight``)."""
+    for key, value in delta.items():
+        module = key[len(UNET_PREFIX):]
+        for suffix in UNET_SUFFIXES:
+            if module.endswith(suffix):
+                module = module[: -len(suffix)]
+                break
+        target = f"{module}.bias" if key.endswith(".diff_b") else f"{module}.weight"
+        shape = shapes.get(target)
+        if shape is None:
+            raise FormatError(f"the fine-tune patches '{target}', which this model does not have",
+                              "connect the model the fine-tune was trained from (the 'model' input of Imagic Finetune UNet)")
+        if key.endswith((".diff", ".diff_b")):
+            ok = tuple(value.shape) == tuple(shape)
+        elif key.endswith(".lora_up.weight"):
+            ok = value.shape[0] == shape[0]
+        elif key.endswith(".lora_down.weight"):
+            ok = value[0].numel() == math.prod(shape[1:])
+        else:
+            ok = value.numel() == 1
+        if not ok:
+            raise FormatError(f"'{key}' has shape {tuple(value.shape)}, which does not fit '{target}' {tuple(shape)}",
+                              "connect the model the fine-tune was trained from (the 'model' input of Imagic Finetune UNet)")
+
+
+def unet_tensors(delta: Mapping[str, torch.Tensor], storage: str, svd_rank: int = 64, *, lowrank: bool = False,
+                 on_step: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
+    """The UNet part of the file, in ComfyUI LoRA keys.
+
+    ``lora`` and ``exact`` keep the delta as it is. ``svd`` replaces every ``.diff`` of a matrix or kernel
+    by ``lora_up`` / ``lora_down`` of rank ``svd_rank`` (no alpha: ComfyUI then scales by 1); vectors
+    (norm gains, ``.diff_b`` biases) stay exact, as ComfyUI's extraction does with ``bias_diff``.
+    ``on_step(done, total)`` is called after each extraction (progress and Cancel). ``delta`` is only
+    read key by key, so it may be a lazy mapping.
+    """
+    if storage not in STORAGES:
+        raise ValueError(f"unknown storage {storage!r}")
+    out = {}
+    todo = [k for k in delta if storage == "svd" and k.endswith(".diff") and delta[k].ndim >= 2]
+    skip = set(todo)
+    for key in delta:
+        if key not in skip:
+            out[key] = delta[key].detach().cpu().contiguous()
+    for i, key in enumerate(todo):
+        value = delta[key]
+        up, down = svd_extract(value.detach(), svd_rank, lowrank=lowrank)
+        module = key[: -len(".diff")]
+        out[f"{module}.lora_up.weight"] = up.to(value.dtype).cpu()
+        out[f"{module}.lora_down.weight"] = down.to(value.dtype).cpu()
+        del value, up, down
+        if on_step is not None:
+            on_step(i + 1, len(todo))
+    return out
+
+
+def build_file(delta: Mapping[str, torch.Tensor], conditioning: list, *, storage: str, svd_rank: int,
+               fingerprint: dict, model_family: str, target_text: str, suggested_eta: float,
+               training: Mapping | None = None, lowrank: bool = False,
+               on_step: Callable[[int, int], None] | None = None) -> tuple[dict, dict, list[str]]:
+    """(tensors, metadata, dropped e_opt keys) of an Imagic file: the whole format in one call.
+
+    ``storage`` ('exact' or 'svd') applies to a ``full`` delta; a ``lora`` delta is stored as it is.
+    """
+    method = method_of(delta)
+    storage = "lora" if method == "lora" else storage
+    e_opt, layout, dropped = conditioning_to_tensors(conditioning)
+    training = dict(training or {})
+    if method == "lora":
+        training["lora_rank"] = lora_rank_of(delta)
+    elif storage == "svd":
+        training["svd_rank"] = svd_rank
+    tensors = {**unet_tensors(delta, storage, svd_rank, lowrank=lowrank, on_step=on_step), **e_opt}
+    metadata = build_metadata(method=method, storage=storage, fingerprint=fingerprint, model_family=model_family,
+                              target_text=target_text, suggested_eta=suggested_eta, e_opt_layout=layout,
+                              digest=tensors_digest(tensors), training=training)
+    return tensors, metadata, dropped
+
+
+# ---------------------------------------------------------------------------------------------------
+# Base model fingerprint
+
+
+def _sample_positions(name: str, numel: int, count: int) -> list[int]:
+    digest = hashlib.sha256(name.encode()).digest()
+    return [int.from_bytes(digest[4 * j: 4 * j + 4], "little") % numel for j in range(count)]
+
+
+def fingerprint(shapes: Mapping[str, tuple], value: Callable[[str], torch.Tensor]) -> dict:
+    """A cheap identity of a diffusion model's weights.
+
+    ``architecture``: SHA-256 of every weight name and shape (sorted). ``sample``: ``VALUES_PER_TENSOR``
+    values (positions derived from the name) from each of ``SAMPLED_TENSORS`` matrices/kernels spread
+    evenly over the sorted names; ``value(name)`` returns that tensor as the model computes with it
+    (its patches applied). Only the sampled tensors are read.
+    """
+    names = sorted(shapes)
+    text = "\n".join(f"{n}:{','.join(str(int(d)) for d in shapes[n])}" for n in names)
+    matrices = [n for n in names if len(shapes[n]) >= 2 and math.prod(shapes[n]) > 0]
+    count = min(SAMPLED_TENSORS, len(matrices))
+    picked = [matrices[round(i * (len(matrices) - 1) / max(count - 1, 1))] for i in range(count)]
+    sample = []
+    for name in dict.fromkeys(picked):
+        tensor = value(name)
+        flat = tensor.detach().reshape(-1)
+        idx = torch.tensor(_sample_positions(name, flat.numel(), VALUES_PER_TENSOR), device=flat.device)
+        sample.extend(float(v) for v in flat[idx].float().cpu())
+    return {"architecture": hashlib.sha256(text.encode()).hexdigest()[:32], "tensors": len(names),
+            "sample": [float(f"{v:.7g}") for v in sample]}
+
+
+@dataclass(frozen=True)
+class FingerprintCheck:
+    same: bool
+    architecture_differs: bool
+    detail: str
+
+
+def compare_fingerprints(saved: dict, current: dict) -> FingerprintCheck:
+    if saved.get("architecture") != current.get("architecture"):
+        return FingerprintCheck(False, True, f"the model has another architecture (weight names/shapes: "
+                                             f"{current.get('tensors')} tensors, hash {current.get('architecture')}; "
+                                             f"the file's base: {saved.get('tensors')} tensors, hash {saved.get('architecture')})")
+    a = torch.tensor(saved.get("sample", []), dtype=torch.float64)
+    b = torch.tensor(current.get("sample", []), dtype=torch.float64)
+    if a.shape != b.shape:
+        return FingerprintCheck(False, False, "the weight samples have different lengths")
+    if a.numel() == 0:
+        return FingerprintCheck(True, False, "same architecture (no weights to sample)")
+    distance = float((a - b).norm() / a.norm().clamp_min(1e-12))
+    if distance == 0.0:
+        return FingerprintCheck(True, False, "same weights")
+    if distance <= SAME_WEIGHTS_TOLERANCE:
+        return FingerprintCheck(True, False, f"same weights at another precision (sampled values differ by "
+                                             f"{100 * distance:.2g} %)")
+    return FingerprintCheck(False, False, f"same architecture but other weights (sampled values differ by "
+                                          f"{100 * distance:.3g} %)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Content digest and metadata
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every key, dtype, shape and the raw bytes, in key order (detects damaged data)."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype!s}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+@dataclass
+class FinetuneInfo:
+    """What the metadata of an Imagic file says (``read_metadata``)."""
+
+    format_version: int
+    method: str
+    storage: str
+    fingerprint: dict
+    model_family: str
+    target_text: str
+    suggested_eta: float
+    e_opt_layout: list[dict]
+    digest: str
+    training: dict = field(default_factory=dict)  # the optional imagic.* numbers, parsed
+
+
+# Optional numbers: metadata key (without "imagic.") -> type.
+TRAINING_FIELDS = {
+    "embedding_steps": int, "embedding_learning_rate": float, "embedding_seed": int,
+    "finetune_steps": int, "finetune_learning_rate": float, "finetune_seed": int,
+    "lora_rank": int, "svd_rank": int,
+}
+
+
+def build_metadata(*, method: str, storage: str, fingerprint: dict, model_family: str, target_text: str,
+                   suggested_eta: float, e_opt_layout: list[dict], digest: str, training: Mapping | None = None,
+                   ) -> dict[str, str]:
+    """safetensors metadata (str -> str). ``training``: the optional ``TRAINING_FIELDS`` that are known."""
+    meta = {
+        f"{META}format": FORMAT,
+        f"{META}format_version": str(FORMAT_VERSION),
+        f"{META}method": method,
+        f"{META}unet_storage": storage,
+        f"{META}base_fingerprint": json.dumps(fingerprint, separators=(",", ":")),
+        f"{META}model_family": model_family,
+        f"{META}target_text": target_text,
+        f"{META}suggested_eta": repr(float(suggested_eta)),
+        f"{META}e_opt": json.dumps(e_opt_layout, separators=(",", ":")),
+        f"{META}tensors_sha256": digest,
+    }
+    for name, kind in TRAINING_FIELDS.items():
+        value = (training or {}).get(name)
+        if value is not None:
+            meta[f"{META}{name}"] = repr(kind(value))
+    return meta
+
+
+def is_imagic(metadata: Mapping[str, str] | None) -> bool:
+    return bool(metadata) and metadata.get(f"{META}format") == FORMAT
+
+
+def read_metadata(metadata: Mapping[str, str]) -> FinetuneInfo:
+    """Parse and check the metadata of an Imagic file (``is_imagic`` must be true)."""
+    damaged = "the file is damaged or was edited: save the fine-tune again"
+    try:
+        version = int(metadata[f"{META}format_version"])
+    except (KeyError, ValueError):
+        raise FormatError("the Imagic metadata has no valid format_version", damaged) from None
+    if version > FORMAT_VERSION:
+        raise FormatError(f"it was saved in Imagic file format version {version}; this comfyui-imagic reads "
+                          f"version {FORMAT_VERSION} and older", "update comfyui-imagic")
+    try:
+        info = FinetuneInfo(
+            format_version=version,
+            method=metadata[f"{META}method"],
+            storage=metadata[f"{META}unet_storage"],
+            fingerprint=json.loads(metadata[f"{META}base_fingerprint"]),
+            model_family=metadata.get(f"{META}model_family", ""),
+            target_text=metadata.get(f"{META}target_text", ""),
+            suggested_eta=float(metadata[f"{META}suggested_eta"]),
+            e_opt_layout=json.loads(metadata[f"{META}e_opt"]),
+            digest=metadata[f"{META}tensors_sha256"],
+        )
+    except (KeyError, ValueError) as e:
+        raise FormatError(f"the Imagic metadata is incomplete or invalid ({type(e).__name__}: {e})", damaged) from None
+    if info.method not in ("lora", "full") or info.storage not in STORAGES:
+        raise FormatError(f"unknown method/storage '{info.method}'/'{info.storage}' in the metadata", damaged)
+    if not isinstance(info.e_opt_layout, list) or not info.e_opt_layout or not all(
+            isinstance(e, dict) and isinstance(e.get("tensors"), list) for e in info.e_opt_layout):
+        raise FormatError("the e_opt layout in the metadata is invalid", damaged)
+    for name, kind in TRAINING_FIELDS.items():
+        raw = metadata.get(f"{META}{name}")
+        if raw is not None:
+            try:
+                info.training[name] = kind(raw)
+            except ValueError:
+                pass
+    return info
+
+
+def split_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(UNet delta, e_opt tensors); raises FormatError on any other key."""
+    unet = {k: v for k, v in tensors.items() if k.startswith(UNET_PREFIX)}
+    e_opt = {k: v for k, v in tensors.items() if k.startswith(E_OPT_PREFIX)}
+    other = [k for k in tensors if k not in unet and k not in e_opt]
+    if other:
+        raise FormatError(f"the file has {len(other)} unexpected key(s), e.g. '{other[0]}'",
+                          "the file is damaged or was edited: save the fine-tune again")
+    return unet, e_opt

@@ -1,0 +1,108 @@
+"""Imagic Save Finetune: the fine-tune (UNet delta + e_opt + what it was made from) as ONE .safetensors in
+models/loras, loadable by Imagic Load Finetune and by ComfyUI's own LoRA loaders."""
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import comfy.utils
+from comfy_api.latest import io
+
+from ..core import finetune_format as fmt
+from .comfy_model import context_width
+from .errors import fail
+from .finetune_file import (carries_delta, graph_settings, model_family, model_fingerprint, model_shapes,
+                            save_path, write_atomic)
+from .finetune_unet import DEFAULT_LEARNING_RATE
+
+NODE_ID = "ImagicSaveFinetune"
+LOG = logging.getLogger("comfyui-imagic")
+
+
+class ImagicSaveFinetune(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_ID,
+            display_name="Imagic Save Finetune",
+            category="Imagic",
+            description=(
+                "Saves an Imagic fine-tune as one .safetensors file in models/loras (so it is in every LoRA list): "
+                "the UNet change as ordinary ComfyUI LoRA weights, e_opt, the target text, a suggested eta and a "
+                "fingerprint of the base model. Imagic Load Finetune restores all of it to edit again with another "
+                "eta or target text without retraining; Load LoRA applies the same UNet change."),
+            inputs=[
+                io.LoraModel.Input("lora", tooltip="The 'lora' output of Imagic Finetune UNet."),
+                io.Conditioning.Input("optimized", tooltip="e_opt: the 'optimized' output of Imagic Optimize Embedding "
+                                                           "(the one the fine-tune was trained on)."),
+                io.Model.Input("model", tooltip="The base model given to the Imagic nodes (not the fine-tuned one). "
+                                                "Its fingerprint is saved, so loading onto another model is detected."),
+                io.String.Input("target_text", default="", multiline=True, dynamic_prompts=False,
+                                placeholder="empty = the text encoded for Imagic Optimize Embedding",
+                                tooltip="The target text, stored for editing again later. Empty = the text of the CLIP "
+                                        "Text Encode that feeds Imagic Optimize Embedding."),
+                io.String.Input("filename_prefix", default="imagic/finetune",
+                                tooltip="File name inside models/loras; may contain subfolders, not '..' or an absolute "
+                                        "path. A counter is added: imagic/finetune_00001_.safetensors."),
+                io.Combo.Input("full_storage", options=["exact", "svd"], default="exact",
+                               tooltip="For method 'full' only. exact: every changed weight as it is (large: SD1.5 ~3.4 GB). "
+                                       "svd: a low-rank extraction of rank svd_rank, as ComfyUI's Extract and Save Lora "
+                                       "does (small, approximate)."),
+                io.Int.Input("svd_rank", default=64, min=1, max=1024,
+                             tooltip="Rank of the SVD extraction (full_storage 'svd' only)."),
+                io.Float.Input("suggested_eta", default=0.7, min=-10.0, max=10.0, step=0.01,
+                               tooltip="The eta that gave a good edit, stored as a starting point for whoever loads the file."),
+            ],
+            outputs=[
+                io.String.Output(display_name="filename",
+                                 tooltip="The saved file's name as the LoRA lists show it (relative to models/loras)."),
+            ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, lora, optimized, model, target_text, filename_prefix, full_storage, svd_rank,
+                suggested_eta) -> io.NodeOutput:
+        path, name = save_path(NODE_ID, filename_prefix)  # bad prefixes fail before any work
+        if not isinstance(lora, dict) or not lora:
+            raise fail(NODE_ID, "the lora input is empty", "connect the 'lora' output of Imagic Finetune UNet")
+        if not optimized:
+            raise fail(NODE_ID, "the optimized input is an empty conditioning",
+                       "connect the 'optimized' output of Imagic Optimize Embedding")
+        try:
+            fmt.check_unet_keys(lora)
+            if carries_delta(model, lora):
+                raise fmt.FormatError("the model input already contains this fine-tune (it is the fine-tuned model, "
+                                      "not the base model)",
+                                      "connect the model that feeds Imagic Finetune UNet's 'model' input")
+            fmt.check_fits(lora, model_shapes(model))
+            fmt.conditioning_to_tensors(optimized)  # its checks, before any long work
+        except fmt.FormatError as e:
+            raise fail(NODE_ID, e.problem, e.fix) from e
+        width = context_width(model)
+        if width is not None and any(t.shape[-1] != width for t, _ in optimized):
+            raise fail(NODE_ID, f"e_opt is {optimized[0][0].shape[-1]} wide but the model expects {width}",
+                       "connect the e_opt made with this model")
+
+        settings = graph_settings(cls.hidden.prompt if cls.hidden else None,
+                                  cls.hidden.unique_id if cls.hidden else None, DEFAULT_LEARNING_RATE)
+        for note in settings.notes:
+            LOG.warning("%s: %s", NODE_ID, note)
+        text = target_text if target_text.strip() else (settings.target_text or "")
+        bar = comfy.utils.ProgressBar(1)
+
+        def on_step(done: int, total: int) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel
+            bar.update_absolute(done, total)
+
+        tensors, metadata, dropped = fmt.build_file(
+            lora, optimized, storage=full_storage, svd_rank=svd_rank, fingerprint=model_fingerprint(model),
+            model_family=model_family(model), target_text=text, suggested_eta=suggested_eta,
+            training=settings.training, on_step=on_step)
+        if dropped:
+            LOG.warning("%s: these e_opt entry keys are not plain data and are not saved: %s", NODE_ID, ", ".join(dropped))
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        write_atomic(tensors, metadata, path)
+        LOG.info("%s: saved %s", NODE_ID, path)
+        return io.NodeOutput(name)
