@@ -6,6 +6,7 @@ line saying how many were skipped and why.
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import importlib.util
 import sys
 import uuid
@@ -28,7 +29,10 @@ NO_HOST = "no ComfyUI host found (set COMFYUI_PATH, or clone ComfyUI to ~/comfy/
 
 
 def needs_torchvision_stub() -> bool:
-    return importlib.util.find_spec("torchvision") is None
+    """True when the real torchvision is missing (the stand-in, once a booted host put STUBS on sys.path,
+    does not count: a subprocess still needs it)."""
+    paths = [p for p in sys.path if Path(p).resolve() != STUBS.resolve()]
+    return importlib.machinery.PathFinder.find_spec("torchvision", paths) is None
 
 
 class Comfy:
@@ -81,6 +85,21 @@ def comfy(tmp_path_factory) -> Comfy:
     return Comfy(tmp_path_factory.mktemp("comfy_base"))
 
 
+@pytest.fixture(scope="session")
+def workflow_server(tmp_path_factory):
+    """The real ComfyUI server set up for the shipped workflows (tests/workflow_env.py); one per session."""
+    if HOST is None:
+        pytest.skip(NO_HOST)
+    from live_server import ComfyServer
+    from workflow_env import prepare_base, server_pythonpath
+
+    base = prepare_base(tmp_path_factory.mktemp("workflow_server"))
+    server = ComfyServer(base, base / "server.log", pythonpath=server_pythonpath(),
+                                         env={"OMP_NUM_THREADS": "1"})  # see torch.set_num_threads above
+    yield server
+    server.stop()
+
+
 def pytest_terminal_summary(terminalreporter):
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if NO_HOST in str(r.longrepr)]
     if HOST is None:
@@ -89,3 +108,9 @@ def pytest_terminal_summary(terminalreporter):
             red=True, bold=True)
     else:
         terminalreporter.write_line(f"ComfyUI host: {HOST}")
+    mark = "BROWSER TESTS SKIPPED: "
+    reasons = [r.longrepr[2] if isinstance(r.longrepr, tuple) else str(r.longrepr)
+               for r in terminalreporter.stats.get("skipped", [])]
+    browser = [reason.split(mark, 1)[1] for reason in reasons if mark in reason]
+    if browser:
+        terminalreporter.write_line(f"!!! {len(browser)} BROWSER TESTS SKIPPED: {browser[0]} !!!", red=True, bold=True)

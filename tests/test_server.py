@@ -13,7 +13,7 @@ NODE_IDS = ("ImagicOptimizeEmbedding", "ImagicFinetuneUNet", "ImagicInterpolateC
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from server import ComfyServer
+    from live_server import ComfyServer
 
     base = tmp_path_factory.mktemp("server_base")
     s = ComfyServer(base, base / "server.log")

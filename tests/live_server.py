@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, base: Path, log: Path):
+    def __init__(self, base: Path, log: Path, pythonpath: tuple[str, ...] = (), env: dict | None = None):
         self.base = base
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -34,9 +35,10 @@ class ComfyServer:
         link = base / "custom_nodes" / "comfyui-imagic"
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if needs_torchvision_stub():
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STUBS), env.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        paths = [*pythonpath, *([str(STUBS)] if needs_torchvision_stub() else []), env.get("PYTHONPATH")]
+        if any(paths):
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
@@ -65,6 +67,13 @@ class ComfyServer:
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
+
+    def post_status(self, path: str, data: dict) -> tuple[int, dict]:
+        """POST returning (HTTP status, JSON body), 4xx answers included (e.g. /prompt's node_errors)."""
+        try:
+            return 200, self.post(path, data)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
 
     def run_prompt(self, prompt: dict, timeout: float = 600) -> dict:
         """POST /prompt and wait for its /history entry (the way the frontend queues a graph)."""

@@ -1,0 +1,258 @@
+"""Headless Imagic edit: run workflows/imagic_edit.json through ComfyUI's executor in this process.
+
+    python cli/edit.py --image dog.png --text "a photo of a sitting dog" --eta 0.6 0.7 0.8 --out edits/
+    python cli/edit.py --batch input_list.json --image-dir images/ --out edits/     # TEdBench format
+    python cli/edit.py --demo                                                        # tiny model, seconds on a CPU
+
+ComfyUI is found like the tests find it (--comfyui, $COMFYUI_PATH, the custom_nodes layout, ~/comfy/ComfyUI).
+The training runs once per photo and text; every further eta only samples (ComfyUI's cache). Bad input (a
+missing or unreadable image, a missing checkpoint, no ComfyUI) stops with one line on stderr before anything
+is written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+try:  # imported as part of the pack, or python -m cli.edit
+    from . import comfy_host
+    from .edit_inputs import InputError, Job, batch_jobs, check_text, single_job
+    from .edit_prompt import (
+        EditSettings,
+        PromptError,
+        apply_settings,
+        for_edit,
+        one,
+        save_finetune,
+        without,
+    )
+    from .headless import Headless, RunError
+    from .tiny_prompt import DEMO_TEXT, use_tiny_model, write_demo_image
+    from .workflow_api import WorkflowError, object_info_in_process, set_mode, to_api
+except ImportError:  # python cli/edit.py
+    import comfy_host
+    from edit_inputs import InputError, Job, batch_jobs, check_text, single_job
+    from edit_prompt import (
+        EditSettings,
+        PromptError,
+        apply_settings,
+        for_edit,
+        one,
+        save_finetune,
+        without,
+    )
+    from headless import Headless, RunError
+    from tiny_prompt import DEMO_TEXT, use_tiny_model, write_demo_image
+    from workflow_api import WorkflowError, object_info_in_process, set_mode, to_api
+
+PROG = "imagic-edit"
+DEFAULT_WORKFLOW = comfy_host.PACK_DIR / "workflows" / "imagic_edit.json"
+DEMO = {"size": 64, "embed_steps": 16, "tune_steps": 16, "sample_steps": 4}
+SAVER = "ImagicSaveFinetune"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python cli/edit.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Defaults not given here are the workflow's: the paper's 1000 + 1500 steps, eta 0.7.")
+    what = p.add_argument_group("what to edit")
+    what.add_argument("--image", type=Path, help="the photo")
+    what.add_argument("--text", help='the target text, e.g. "a photo of a sitting dog"')
+    what.add_argument("--batch", type=Path, metavar="FILE.json",
+                      help='a JSON list of {"img_name": ..., "target_text": ...} (TEdBench format)')
+    what.add_argument("--image-dir", type=Path, help="where the batch file's images are (default: next to it)")
+    what.add_argument("--demo", action="store_true",
+                      help="the tiny built-in model, a small picture, few steps: seconds on a CPU, no checkpoint")
+    how = p.add_argument_group("settings")
+    how.add_argument("--ckpt", help="checkpoint name in ComfyUI's models/checkpoints, or a file path "
+                                    "(default: the workflow's v1-5-pruned-emaonly.safetensors)")
+    how.add_argument("--eta", type=float, nargs="+", help="one or several etas (default 0.7); training runs once")
+    how.add_argument("--embed-steps", type=int, help="Imagic Optimize Embedding steps (paper: 1000)")
+    how.add_argument("--tune-steps", type=int, help="Imagic Finetune UNet steps (paper: 1500)")
+    how.add_argument("--method", choices=["lora", "full"], help="fine-tune method (default lora)")
+    how.add_argument("--sample-steps", type=int, help="KSampler steps (default 50)")
+    how.add_argument("--seed", type=int, help="seed of the training and the sampler (default 0)")
+    how.add_argument("--size", type=int, help="square working size in pixels (default 512)")
+    how.add_argument("--save-finetune", action="store_true",
+                     help="also save each fine-tune (.safetensors, for Imagic Load Finetune) in --out")
+    run = p.add_argument_group("where")
+    run.add_argument("--out", type=Path, default=Path("imagic-edits"), help="output folder (default ./imagic-edits)")
+    run.add_argument("--comfyui", type=Path, help="the ComfyUI folder (default: found like the tests find it)")
+    run.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW, help="an edited copy of imagic_edit.json")
+    run.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
+    run.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks before anything runs.
+
+
+def find_host(path: Path | None) -> Path:
+    if path is not None:
+        if not comfy_host.is_comfyui(path.expanduser()):
+            raise InputError(f"not a ComfyUI folder: {path} (no comfy/model_patcher.py and nodes.py in it)")
+        return path.expanduser().resolve()
+    host = comfy_host.find_comfyui()
+    if host is None:
+        env = os.environ.get("COMFYUI_PATH")
+        if env:
+            raise InputError(f"COMFYUI_PATH={env} is not a ComfyUI folder (no comfy/model_patcher.py and nodes.py)")
+        raise InputError("ComfyUI not found: pass --comfyui PATH, set COMFYUI_PATH, or install this pack in "
+                         "ComfyUI/custom_nodes")
+    return host
+
+
+def plan_jobs(args) -> list[Job]:
+    if args.batch and args.image:
+        raise InputError("give either --image or --batch, not both")
+    if args.batch:
+        return batch_jobs(args.batch, args.image_dir or args.batch.parent)
+    if args.image:
+        return single_job(args.image, args.text if args.text is not None else (DEMO_TEXT if args.demo else ""))
+    if args.demo:
+        return []  # the demo picture is drawn once ComfyUI's input folder exists
+    raise InputError("nothing to edit: give --image and --text, --batch FILE.json, or --demo")
+
+
+def load_workflow(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"workflow not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read workflow {path}: {e}") from e
+
+
+def resolve_checkpoint(session: Headless, wanted: str | None, default: str) -> str:
+    """The checkpoint name ComfyUI will load; a file path is added to the checkpoint folders."""
+    if wanted and Path(wanted).expanduser().is_file():
+        path = Path(wanted).expanduser().resolve()
+        session.add_model_dir("checkpoints", path.parent)
+        return path.name
+    name = wanted or default
+    if session.find_model("checkpoints", name) is None:
+        hint = "" if wanted else " (the workflow's default; pass --ckpt)"
+        raise InputError(f"checkpoint not found: {name}{hint}; looked in: {', '.join(session.model_dirs('checkpoints'))}")
+    return name
+
+
+def accelerator_available() -> bool:
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run.
+
+
+def settings_from(args) -> EditSettings:
+    demo = DEMO if args.demo else {}
+
+    def pick(name):
+        value = getattr(args, name)
+        return value if value is not None else demo.get(name)
+
+    return EditSettings(ckpt=None, embed_steps=pick("embed_steps"), tune_steps=pick("tune_steps"), method=args.method,
+                        sample_steps=pick("sample_steps"), seed=args.seed, size=pick("size"))
+
+
+def build_prompt(session: Headless, args, workflow: dict) -> dict:
+    if args.save_finetune:
+        workflow = set_mode(workflow, SAVER, 0)  # muted in the shipped workflow
+    prompt = to_api(workflow, object_info_in_process())
+    if args.demo:
+        prompt = use_tiny_model(prompt)
+    else:
+        loaders = [n for n in prompt.values() if n["class_type"] == "CheckpointLoaderSimple"]
+        default = loaders[0]["inputs"]["ckpt_name"] if loaders else ""
+        ckpt = resolve_checkpoint(session, args.ckpt, default) if loaders else None
+        prompt = apply_settings(prompt, EditSettings(ckpt=ckpt))
+    if args.save_finetune:
+        one(prompt, SAVER)
+    return apply_settings(prompt, settings_from(args))
+
+
+def stage_image(session: Headless, job: Job, number: int) -> str:
+    """Copy the photo into ComfyUI's (temporary) input folder; returns the name Load Image takes."""
+    name = f"{number:03d}_{job.image.name}"
+    shutil.copyfile(job.image, session.input_dir() / name)
+    return name
+
+
+def written(outputs: dict, out: Path) -> list[Path]:
+    files = []
+    for node_output in outputs.values():
+        for image in node_output.get("images", []):
+            if image.get("type") == "output":
+                files.append(out / image.get("subfolder", "") / image["filename"])
+    return files
+
+
+def run_job(session: Headless, prompt: dict, job: Job, number: int, etas: list[float], args, out: Path) -> list[Path]:
+    image = stage_image(session, job, number)
+    files = []
+    for k, eta in enumerate(etas):
+        edit = for_edit(prompt, image, job.text, eta, f"{job.stem}_eta{eta:.2f}")
+        if args.save_finetune and k == 0:
+            edit = save_finetune(edit, f"{job.stem}_finetune", eta)
+        elif any(n["class_type"] == SAVER for n in edit.values()):
+            edit = without(edit, SAVER)
+        before = set(out.glob("*.safetensors"))
+        files += written(session.run(edit), out)
+        files += sorted(set(out.glob("*.safetensors")) - before)
+    return files
+
+
+def run(args) -> int:
+    host = find_host(args.comfyui)
+    jobs = plan_jobs(args)
+    workflow = load_workflow(args.workflow)
+    if args.demo and args.ckpt:
+        raise InputError("--demo runs the tiny built-in model; leave out --ckpt")
+    with tempfile.TemporaryDirectory(prefix="imagic-edit-") as tmp:
+        session = Headless(host, Path(tmp), cpu=args.cpu or not accelerator_available(), verbose=args.verbose)
+        prompt = build_prompt(session, args, workflow)
+        if not jobs:  # --demo without a photo
+            picture = write_demo_image(Path(tmp) / "demo.png", DEMO["size"])
+            jobs = [Job(picture, check_text(args.text or DEMO_TEXT, "--text"), "demo")]
+        etas = args.eta or [prompt[one(prompt, "ImagicInterpolateConditioning")]["inputs"]["eta"]]
+        out = args.out.expanduser().resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        session.set_output_dir(out)
+        session.add_model_dir("loras", out)  # where --save-finetune writes
+        total = []
+        for number, job in enumerate(jobs, 1):
+            print(f"[{number}/{len(jobs)}] {job.image.name}: \"{job.text}\", eta {', '.join(f'{e:g}' for e in etas)}",
+                  flush=True)
+            for path in run_job(session, prompt, job, number, etas, args, out):
+                print(f"wrote {path}", flush=True)
+                total.append(path)
+        print(f"{len(total)} file(s) in {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (InputError, PromptError, WorkflowError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except RunError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

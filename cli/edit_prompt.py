@@ -1,0 +1,93 @@
+"""Where the headless edit puts its settings in the imagic_edit workflow (API format).
+
+Nodes are found by what they are, not by their ids, so an edited copy of the workflow (``--workflow``) works
+as long as it keeps one Load Image, one Imagic Optimize Embedding (fed by the target text's CLIP Text Encode),
+one Imagic Finetune UNet, one Imagic Interpolate Conditioning and one Save Image.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+
+class PromptError(ValueError):
+    """The workflow does not have the shape the headless edit needs."""
+
+
+def nodes_of(prompt: dict, class_type: str) -> list[str]:
+    return [node_id for node_id, node in prompt.items() if node["class_type"] == class_type]
+
+
+def one(prompt: dict, class_type: str) -> str:
+    found = nodes_of(prompt, class_type)
+    if len(found) != 1:
+        raise PromptError(f"the workflow needs exactly one {class_type} node, it has {len(found)}")
+    return found[0]
+
+
+def linked_node(prompt: dict, node_id: str, input_name: str) -> str | None:
+    value = prompt[node_id]["inputs"].get(input_name)
+    return str(value[0]) if isinstance(value, list) and len(value) == 2 else None
+
+
+def target_encoder(prompt: dict) -> str:
+    """The CLIP Text Encode whose text is the target (it feeds Imagic Optimize Embedding)."""
+    source = linked_node(prompt, one(prompt, "ImagicOptimizeEmbedding"), "conditioning")
+    if source is None or prompt[source]["class_type"] != "CLIPTextEncode":
+        raise PromptError("Imagic Optimize Embedding's conditioning does not come from a CLIP Text Encode node")
+    return source
+
+
+def _set(prompt: dict, class_type: str, **values) -> None:
+    for node_id in nodes_of(prompt, class_type):
+        prompt[node_id]["inputs"].update({k: v for k, v in values.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """What the command line sets; None keeps the workflow's value."""
+
+    ckpt: str | None = None
+    embed_steps: int | None = None
+    tune_steps: int | None = None
+    method: str | None = None
+    sample_steps: int | None = None
+    seed: int | None = None
+    size: int | None = None
+
+
+def apply_settings(prompt: dict, settings: EditSettings) -> dict:
+    """A copy of ``prompt`` with the settings shared by every image and eta of a run."""
+    out = copy.deepcopy(prompt)
+    target_encoder(out)  # fail early on a workflow without the Imagic chain
+    for class_type in ("LoadImage", "ImagicFinetuneUNet", "ImagicInterpolateConditioning", "SaveImage"):
+        one(out, class_type)
+    _set(out, "CheckpointLoaderSimple", ckpt_name=settings.ckpt)
+    _set(out, "ImagicOptimizeEmbedding", steps=settings.embed_steps, seed=settings.seed)
+    _set(out, "ImagicFinetuneUNet", steps=settings.tune_steps, method=settings.method, seed=settings.seed)
+    _set(out, "KSampler", steps=settings.sample_steps, seed=settings.seed)
+    _set(out, "ImageScale", width=settings.size, height=settings.size)
+    _set(out, "EmptyLatentImage", width=settings.size, height=settings.size)
+    return out
+
+
+def for_edit(prompt: dict, image: str, text: str, eta: float, prefix: str) -> dict:
+    """A copy of ``prompt`` for one image, target text and eta, saving under ``prefix``."""
+    out = copy.deepcopy(prompt)
+    out[one(out, "LoadImage")]["inputs"]["image"] = image
+    out[target_encoder(out)]["inputs"]["text"] = text
+    out[one(out, "ImagicInterpolateConditioning")]["inputs"]["eta"] = eta
+    out[one(out, "SaveImage")]["inputs"]["filename_prefix"] = prefix
+    return out
+
+
+def save_finetune(prompt: dict, prefix: str, eta: float) -> dict:
+    """A copy of ``prompt`` whose Imagic Save Finetune node saves as ``prefix`` with ``eta`` as suggested eta."""
+    out = copy.deepcopy(prompt)
+    out[one(out, "ImagicSaveFinetune")]["inputs"].update(filename_prefix=prefix, suggested_eta=eta, target_text="")
+    return out
+
+
+def without(prompt: dict, class_type: str) -> dict:
+    """A copy of ``prompt`` without the ``class_type`` nodes (nothing may be linked to them)."""
+    return {k: copy.deepcopy(v) for k, v in prompt.items() if v["class_type"] != class_type}

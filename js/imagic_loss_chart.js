@@ -1,0 +1,105 @@
+// Live loss chart on the Imagic training nodes.
+//
+// The nodes send "imagic.loss" {node, title, step, steps, loss, eta_s} after every training step (see
+// nodes/progress.py). Each message is added to the node's chart; the chart stays on the node after the
+// run, until the node trains again. The state is kept on the node as `node.imagicLoss`
+// ({title, step, steps, loss, eta_s, elapsed_s, points, stopped}) and is never saved in the workflow.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import { CHART_HEIGHT, drawChart } from "./loss_chart_canvas.js";
+
+const TRAINING_NODES = new Set(["ImagicOptimizeEmbedding", "ImagicFinetuneUNet"]);
+const WIDGET_NAME = "imagic_loss_chart";
+
+function colors() {
+  const lg = globalThis.LiteGraph ?? {};
+  return {
+    background: lg.WIDGET_BGCOLOR ?? "#222",
+    outline: lg.WIDGET_OUTLINE_COLOR ?? "#666",
+    text: lg.WIDGET_TEXT_COLOR ?? "#ddd",
+    secondary: lg.WIDGET_SECONDARY_TEXT_COLOR ?? "#999",
+    raw: "rgba(120, 170, 255, 0.35)",
+    line: "#7fb2ff",
+  };
+}
+
+function chartWidget(node) {
+  return {
+    name: WIDGET_NAME,
+    type: WIDGET_NAME,
+    value: "",
+    serialize: false, // not part of widgets_values
+    options: { serialize: false }, // not part of the API prompt
+    computeSize: (width) => [width, CHART_HEIGHT],
+    draw(ctx, _node, width, y) {
+      drawChart(ctx, width, y, node.imagicLoss ?? null, colors());
+    },
+  };
+}
+
+/** The node a message is about: "12", or "5:12" for a node inside subgraph node 5. */
+function findNode(locator) {
+  if (locator == null) return null;
+  let graph = app.rootGraph ?? app.graph;
+  let node = null;
+  for (const part of String(locator).split(":")) {
+    node = graph?.getNodeById?.(Number(part)) ?? graph?.getNodeById?.(part) ?? null;
+    if (!node) return null;
+    graph = node.subgraph;
+  }
+  return node;
+}
+
+let redrawQueued = false;
+function redraw() {
+  if (redrawQueued) return;
+  redrawQueued = true;
+  requestAnimationFrame(() => {
+    redrawQueued = false;
+    app.graph?.setDirtyCanvas(true, false);
+  });
+}
+
+function onLoss({ detail }) {
+  const node = findNode(detail?.node);
+  if (!node || !TRAINING_NODES.has(node.comfyClass ?? node.type)) return;
+  let state = node.imagicLoss;
+  const now = performance.now();
+  if (!state || state.stopped || detail.step <= state.step || detail.steps !== state.steps) {
+    state = node.imagicLoss = { title: detail.title, steps: detail.steps, points: [], started: now, stopped: false };
+  }
+  state.step = detail.step;
+  state.loss = detail.loss;
+  state.eta_s = detail.eta_s;
+  state.elapsed_s = (now - state.started) / 1000;
+  state.points.push(detail.loss);
+  redraw();
+}
+
+function onInterrupted() {
+  for (const node of (app.rootGraph ?? app.graph)?.nodes ?? []) {
+    const state = node.imagicLoss;
+    if (state && state.step < state.steps) state.stopped = true;
+  }
+  redraw();
+}
+
+app.registerExtension({
+  name: "imagic.LossChart",
+  async setup() {
+    api.addEventListener("imagic.loss", onLoss);
+    api.addEventListener("execution_interrupted", onInterrupted);
+    api.addEventListener("execution_error", onInterrupted);
+  },
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!TRAINING_NODES.has(nodeData.name)) return;
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      this.addCustomWidget(chartWidget(this));
+      const [w, h] = this.computeSize();
+      this.setSize([Math.max(this.size[0], w), Math.max(this.size[1], h)]);
+      return result;
+    };
+  },
+});

@@ -1,0 +1,135 @@
+"""The real ComfyUI frontend in headless Chromium (Debian's /usr/bin/chromium, never a Playwright download),
+driven by Playwright, against a real server (tests/server.py)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = os.environ.get("IMAGIC_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# No first-run template dialog, full drawing at any zoom (for screenshots), no minimap over the graph.
+SETTINGS = {"Comfy.TutorialCompleted": True, "LiteGraph.Canvas.MinFontSizeForLOD": 0, "Comfy.Minimap.Visible": False}
+VIEWPORT = {"width": 2400, "height": 1400}
+SKIP_MARK = "BROWSER TESTS SKIPPED"
+
+READY_JS = """() => !!(window.app && app.graph && app.extensionManager && app.canvas
+    && app.extensions.some(e => e.name === "imagic.LossChart"))"""
+
+LOAD_JS = """async (workflow) => {
+  const registered = LiteGraph.registered_node_types;
+  const missing = [...new Set(workflow.nodes.map(n => n.type).filter(t => !(t in registered)))];
+  await app.loadGraphData(workflow);
+  await new Promise(r => setTimeout(r, 300));
+  const visible = sel => [...document.querySelectorAll(sel)].filter(e => e.offsetParent !== null)
+      .map(e => e.innerText.trim().slice(0, 300));
+  return {missing, nodes: app.graph.nodes.length,
+          broken: app.graph.nodes.filter(n => n.has_errors).map(n => `${n.id} ${n.type}`),
+          dialogs: visible(".p-dialog"), toasts: visible(".p-toast-message")};
+}"""
+
+# Show the given nodes (or everything) clear of the side bar and top menus, as large as fits up to 100%;
+# returns the CSS-pixel clip of that box.
+VIEW_JS = """({ids, pad}) => {
+  const g = app.graph, T = LiteGraph.NODE_TITLE_HEIGHT, left = 80, top = 110, right = 20, bottom = 70;
+  const nodes = ids ? ids.map(id => g.getNodeById(id)) : g.nodes;
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  const grow = (x, y, w, h) => { x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h); };
+  for (const n of nodes) grow(n.pos[0], n.pos[1] - T, n.size[0], n.size[1] + T);
+  if (!ids) for (const gr of g.groups) grow(...gr._bounding);
+  x0 -= pad; y0 -= pad; x1 += pad; y1 += pad;
+  const el = app.canvas.canvas, rect = el.getBoundingClientRect();
+  const scale = Math.min(1, (el.clientWidth - left - right) / (x1 - x0), (el.clientHeight - top - bottom) / (y1 - y0));
+  app.canvas.ds.scale = scale;
+  app.canvas.ds.offset = [-x0 + left / scale, -y0 + top / scale];
+  app.canvas.setDirty(true, true);
+  app.canvas.draw(true, true);
+  return {x: rect.left + left, y: rect.top + top, width: (x1 - x0) * scale, height: (y1 - y0) * scale};
+}"""
+
+
+def missing_reason() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    if importlib.util.find_spec("playwright") is None:
+        return f"{SKIP_MARK}: the Python package 'playwright' is not installed (.ci/run installs it)"
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return f"{SKIP_MARK}: no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run installs it)"
+    return None
+
+
+def store_settings(server_url: str, settings: dict) -> None:
+    for key, value in settings.items():
+        request = urllib.request.Request(f"{server_url}/api/settings/{urllib.parse.quote(key)}",
+                                         data=json.dumps(value).encode(), method="POST")
+        urllib.request.urlopen(request, timeout=30).read()
+
+
+class Frontend:
+    """One Chromium with a fresh profile, one page on the server's frontend, its console errors recorded."""
+
+    def __init__(self, playwright, server, profile: Path):
+        self.server = server
+        self.host = urllib.parse.urlparse(server.url).netloc
+        self.context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS, viewport=VIEWPORT)
+        self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+
+    def _on_console(self, message) -> None:
+        if message.type != "error":
+            return
+        url = (message.location or {}).get("url", "")
+        if url and urllib.parse.urlparse(url).netloc not in ("", self.host):
+            return  # a fetch to the internet, which this machine does not reach
+        self.errors.append(f"console error: {message.text} ({url})")
+
+    def open(self, timeout_s: float = 180) -> None:
+        store_settings(self.server.url, SETTINGS)
+        self.page.goto(self.server.url)
+        self.page.wait_for_function(READY_JS, timeout=timeout_s * 1000)
+        self.page.wait_for_load_state("networkidle")
+        time.sleep(1.0)
+
+    def load(self, workflow: dict) -> dict:
+        """loadGraphData as a drop would; returns what went wrong (see LOAD_JS) plus console errors."""
+        self.errors.clear()
+        report = self.page.evaluate(LOAD_JS, workflow)
+        time.sleep(0.5)
+        report["errors"] = list(self.errors)
+        return report
+
+    def evaluate(self, script: str, arg=None):
+        return self.page.evaluate(script, arg)
+
+    def screenshot(self, path: Path, node_ids=None, pad: int = 30) -> Path:
+        clip = self.page.evaluate(VIEW_JS, {"ids": node_ids, "pad": pad})
+        time.sleep(0.3)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path), clip=clip)
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def publish(screenshot: Path, docs_dir: Path, width: int = 1600) -> Path | None:
+    """A small copy of ``screenshot`` for the README (docs/screenshots/), only when
+    IMAGIC_PUBLISH_SCREENSHOTS=1: a plain test run leaves the checkout clean."""
+    from PIL import Image
+
+    if os.environ.get("IMAGIC_PUBLISH_SCREENSHOTS") != "1":
+        return None
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    target = docs_dir / screenshot.name
+    with Image.open(screenshot) as image:
+        if image.width > width:
+            image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+        image.convert("RGB").quantize(colors=256).save(target, optimize=True)
+    return target

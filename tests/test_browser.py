@@ -1,0 +1,158 @@
+"""The pack in the real ComfyUI frontend (comfyui-frontend-package, served by the real server) in headless
+Chromium: every shipped workflow loads without missing nodes or errors (a screenshot of each is kept), the
+help pages are served where the frontend looks, and the loss chart draws live while a (tiny) run trains."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from browser import Frontend, missing_reason, publish
+from conftest import HOST, NO_HOST
+from pack import ROOT
+from workflow_env import NAMES, TEST_IMAGE, load
+
+pytestmark = [pytest.mark.skipif(HOST is None, reason=NO_HOST),
+              pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))]
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+TRAINING = ("ImagicOptimizeEmbedding", "ImagicFinetuneUNet")
+HELP_PAGES = ("ImagicOptimizeEmbedding", "ImagicFinetuneUNet", "ImagicInterpolateConditioning", "ImagicTinyCheckpoint")
+
+# The shipped imagic_edit, made to run in seconds: the tiny model for the checkpoint, the test photo,
+# 64 px, few steps. Done with the graph editor's own calls, as a user would rewire it.
+TINY_RUN_JS = """({image, steps}) => {
+  const g = app.graph;
+  const byType = t => g.nodes.filter(n => n.type === t);
+  const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
+  for (const old of byType("CheckpointLoaderSimple")) {
+    const tiny = LiteGraph.createNode("ImagicTinyCheckpoint");
+    tiny.pos = [...old.pos];
+    g.add(tiny);
+    old.outputs.forEach((output, slot) => {
+      for (const id of [...(output.links ?? [])]) {
+        const link = g.links.get ? g.links.get(id) : g.links[id];
+        tiny.connect(slot, g.getNodeById(link.target_id), link.target_slot);
+      }
+    });
+    g.remove(old);
+  }
+  set(byType("LoadImage")[0], "image", image);
+  for (const n of [...byType("ImageScale"), ...byType("EmptyLatentImage")]) { set(n, "width", 64); set(n, "height", 64); }
+  for (const t of ["ImagicOptimizeEmbedding", "ImagicFinetuneUNet"]) for (const n of byType(t)) set(n, "steps", steps);
+  for (const n of byType("KSampler")) set(n, "steps", 2);
+  return Object.fromEntries(["ImagicOptimizeEmbedding", "ImagicFinetuneUNet"].map(t => [t, byType(t)[0].id]));
+}"""
+
+CHART_STATE_JS = """(ids) => Object.fromEntries(Object.entries(ids).map(([type, id]) => {
+  const s = app.graph.getNodeById(id)?.imagicLoss;
+  return [type, s ? {step: s.step, steps: s.steps, points: s.points.length, loss: s.loss, eta_s: s.eta_s} : null];
+}))"""
+
+# Log what the chart widget shows every time the canvas draws it: proof that the drawing updates during the
+# run, however fast or slow this machine trains.
+RECORD_DRAWS_JS = """(ids) => {
+  window.imagicDraws = [];
+  for (const [type, id] of Object.entries(ids)) {
+    const node = app.graph.getNodeById(id);
+    const widget = node.widgets.find(w => w.name === "imagic_loss_chart");
+    const draw = widget.draw;
+    widget.draw = function (...args) {
+      const s = node.imagicLoss;
+      window.imagicDraws.push(s ? {type, step: s.step, steps: s.steps, points: s.points.length, loss: s.loss,
+                                    eta_s: s.eta_s} : {type, step: null});
+      return draw.apply(this, args);
+    };
+  }
+}"""
+
+SAVED_WIDGETS_JS = """async (ids) => {
+  const saved = app.graph.serialize().nodes;
+  const prompt = (await app.graphToPrompt()).output;
+  return Object.fromEntries(Object.entries(ids).map(([type, id]) => [type, {
+    widgets_values: saved.find(n => n.id === id).widgets_values,
+    api_inputs: Object.keys(prompt[String(id)].inputs)}]));
+}"""
+
+
+@pytest.fixture(scope="module")
+def frontend(workflow_server, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        page = Frontend(playwright, workflow_server, tmp_path_factory.mktemp("chromium-profile"))
+        try:
+            page.open()
+            yield page
+        finally:
+            page.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_loads_in_the_real_frontend(frontend, name, tmp_path):
+    workflow = load(name)
+    report = frontend.load(workflow)
+    assert report["missing"] == [], "node types the frontend does not know"
+    assert report["nodes"] == len(workflow["nodes"]) and report["broken"] == []
+    assert report["dialogs"] == [] and report["toasts"] == [], "the frontend complained while loading"
+    assert report["errors"] == []
+    shot = frontend.screenshot(tmp_path / f"{name}.png")
+    publish(shot, DOCS_SCREENSHOTS)
+    assert shot.stat().st_size > 50_000  # a drawn graph, not an empty canvas
+
+
+def test_help_pages_are_served_where_the_frontend_looks(frontend, workflow_server):
+    info = workflow_server.get("/object_info")
+    for node_id in HELP_PAGES:
+        # the frontend's rule: custom_nodes.<pack> -> /extensions/<pack>/docs/<NodeId>.md
+        pack = info[node_id]["python_module"].split(".")[1]
+        text = frontend.evaluate("async (url) => { const r = await fetch(url); return r.ok ? r.text() : null; }",
+                                 f"/extensions/{pack}/docs/{node_id}.md")
+        assert text and text.startswith("# ") and info[node_id]["display_name"] in text, node_id
+
+
+def wait_idle(server, timeout_s: float = 300) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        queue = server.get("/queue")
+        if not queue["queue_running"] and not queue["queue_pending"]:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("the server's queue did not empty")
+
+
+def test_loss_chart_appears_and_updates_during_a_run(frontend, workflow_server, tmp_path):
+    steps = 30
+    assert frontend.load(load("imagic_edit"))["missing"] == []
+    ids = frontend.evaluate(TINY_RUN_JS, {"image": TEST_IMAGE, "steps": steps})
+    assert frontend.evaluate(CHART_STATE_JS, ids) == {t: None for t in TRAINING}  # nothing before a run
+    frontend.evaluate(RECORD_DRAWS_JS, ids)
+    wait_idle(workflow_server)
+    frontend.evaluate("() => app.queuePrompt(0, 1)")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        state = frontend.evaluate(CHART_STATE_JS, ids)["ImagicFinetuneUNet"]
+        if state and state["step"] == steps:
+            break
+        time.sleep(0.2)
+    wait_idle(workflow_server)
+    assert frontend.errors == []
+
+    draws = frontend.evaluate("() => window.imagicDraws")
+    for t in TRAINING:
+        shown = [d for d in draws if d["type"] == t and d["step"] is not None]
+        running = {d["step"] for d in shown if 0 < d["step"] < steps}
+        assert len(running) >= 2, (t, shown[:5])  # drawn while training, not only at the end
+        assert all(d["points"] == d["step"] and d["steps"] == steps for d in shown)
+        assert all(isinstance(d["loss"], float) and d["eta_s"] >= 0 for d in shown)
+        assert [d["step"] for d in shown] == sorted(d["step"] for d in shown)
+
+    time.sleep(1.0)  # the run is over: the chart stays on the node, complete
+    after = frontend.evaluate(CHART_STATE_JS, ids)
+    assert all(after[t]["step"] == steps and after[t]["points"] == steps for t in TRAINING)
+
+    saved = frontend.evaluate(SAVED_WIDGETS_JS, ids)  # the chart is neither saved nor sent to the server
+    assert len(saved["ImagicOptimizeEmbedding"]["widgets_values"]) == 4
+    assert len(saved["ImagicFinetuneUNet"]["widgets_values"]) == 6
+    assert not any("imagic_loss_chart" in saved[t]["api_inputs"] for t in TRAINING)
+
+    shot = frontend.screenshot(tmp_path / "loss_chart.png", node_ids=list(ids.values()))
+    publish(shot, DOCS_SCREENSHOTS, width=900)

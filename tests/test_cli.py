@@ -1,0 +1,112 @@
+"""The headless edit command (cli/edit.py) as a user runs it: a separate process, --demo, the batch mode, and
+one clear line and nothing written for each kind of bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import HOST, NO_HOST, STUBS, needs_torchvision_stub
+from graphs import write_input_image
+from pack import ROOT
+from PIL import Image
+
+pytestmark = pytest.mark.skipif(HOST is None, reason=NO_HOST)
+EDIT = ROOT / "cli" / "edit.py"
+
+
+def run_edit(*args, env_extra=None, cwd=None):
+    # one torch thread: this shared 2-core machine runs tiny models far faster so (see conftest.py)
+    env = {**os.environ, "COMFYUI_PATH": str(HOST), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    if needs_torchvision_stub():  # tests only: ComfyUI imports torchvision, which has no CPU build here
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STUBS), env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, str(EDIT), *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600, check=False)
+
+
+def wrote(result) -> list[str]:
+    return [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
+
+
+def embedded_prompt(path) -> dict:
+    """The API prompt ComfyUI's Save Image writes into the PNG."""
+    with Image.open(path) as image:
+        return json.loads(image.info["prompt"])
+
+
+def inputs_of(prompt: dict, class_type: str) -> list[dict]:
+    return [n["inputs"] for n in prompt.values() if n["class_type"] == class_type]
+
+
+def test_demo_runs_the_whole_edit_on_the_tiny_model(tmp_path):
+    out = tmp_path / "out"
+    result = run_edit("--demo", "--eta", "0.5", "0.9", "--save-finetune", "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = wrote(result)
+    assert sorted(os.path.basename(f) for f in files) == [
+        "demo_eta0.50_00001_.png", "demo_eta0.90_00001_.png", "demo_finetune_00001_.safetensors"]
+    assert all(os.path.isfile(f) and os.path.dirname(f) == str(out) for f in files)
+    assert result.stdout.splitlines()[-1] == f"3 file(s) in {out}"
+    assert "Imagic: optimize embedding" in result.stderr and "Imagic: finetune" in result.stderr  # progress bars
+    prompt = embedded_prompt(out / "demo_eta0.90_00001_.png")
+    assert inputs_of(prompt, "ImagicTinyCheckpoint") and not inputs_of(prompt, "CheckpointLoaderSimple")
+    assert inputs_of(prompt, "ImagicInterpolateConditioning")[0]["eta"] == 0.9
+    with Image.open(out / "demo_eta0.50_00001_.png") as image:
+        assert image.size == (64, 64)
+
+
+def test_batch_mode_takes_a_tedbench_list(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    write_input_image(images, "cat.png")
+    write_input_image(images, "dog.png", size=48)
+    entries = [{"img_name": "cat.png", "target_text": "a photo of a cat wearing a hat"},
+               {"img_name": "dog.png", "target_text": "a photo of a sitting dog"}]
+    (tmp_path / "input_list.json").write_text(json.dumps(entries))
+    out = tmp_path / "out"
+    result = run_edit("--demo", "--batch", tmp_path / "input_list.json", "--image-dir", images,
+                      "--eta", "0.6", "0.8", "--embed-steps", 3, "--tune-steps", 3, "--sample-steps", 2, "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(os.path.basename(f) for f in wrote(result))
+    assert names == ["001_cat_eta0.60_00001_.png", "001_cat_eta0.80_00001_.png",
+                     "002_dog_eta0.60_00001_.png", "002_dog_eta0.80_00001_.png"]
+    assert "[1/2] cat.png" in result.stdout and "[2/2] dog.png" in result.stdout
+    prompt = embedded_prompt(out / "002_dog_eta0.80_00001_.png")
+    texts = [i["text"] for i in inputs_of(prompt, "CLIPTextEncode")]
+    assert "a photo of a sitting dog" in texts
+    assert inputs_of(prompt, "ImagicInterpolateConditioning")[0]["eta"] == 0.8
+
+
+def _bad_inputs(tmp_path):
+    good = tmp_path / write_input_image(tmp_path, "good.png")
+    (tmp_path / "broken.png").write_text("not a picture")
+    (tmp_path / "list.json").write_text(json.dumps([{"img_name": "good.png", "target_text": "a dog"},
+                                                    {"img_name": "gone.png", "target_text": "a cat"}]))
+    return {
+        "bad image path": (["--image", tmp_path / "missing.png", "--text", "a dog"], {}, "image not found"),
+        "unreadable image": (["--image", tmp_path / "broken.png", "--text", "a dog"], {}, "cannot read image"),
+        "missing checkpoint": (["--image", good, "--text", "a dog", "--ckpt", "no-such-model.safetensors"], {},
+                               "checkpoint not found: no-such-model.safetensors"),
+        "unknown ComfyUI path (--comfyui)": (["--demo", "--comfyui", tmp_path / "nowhere"], {},
+                                             "not a ComfyUI folder"),
+        "unknown ComfyUI path (COMFYUI_PATH)": (["--demo"], {"COMFYUI_PATH": str(tmp_path / "nowhere")},
+                                                "is not a ComfyUI folder"),
+        "batch entry with a missing image": (["--demo", "--batch", tmp_path / "list.json"], {},
+                                             "entry 2: image not found"),
+    }
+
+
+@pytest.mark.parametrize("case", ["bad image path", "unreadable image", "missing checkpoint",
+                                  "unknown ComfyUI path (--comfyui)", "unknown ComfyUI path (COMFYUI_PATH)",
+                                  "batch entry with a missing image"])
+def test_bad_input_gives_one_clear_line_and_writes_nothing(tmp_path, case):
+    args, env, phrase = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "out"
+    result = run_edit(*args, "--out", out, env_extra=env, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0
+    assert len(lines) == 1 and lines[0].startswith("imagic-edit: error: ") and phrase in lines[0], result.stderr
+    assert result.stdout == ""
+    assert not out.exists()

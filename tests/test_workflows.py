@@ -1,0 +1,159 @@
+"""The shipped workflows (workflows/*.json): well-formed frontend files with notes, served as templates by the
+real server, valid against its live /object_info once converted to API format (ComfyUI's own validation of
+/prompt), and run through /prompt on the tiny model."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from conftest import HOST, NO_HOST
+from pack import sub
+from PIL import Image
+from workflow_env import NAMES, api_prompt, load, named_files, tiny
+
+SD15 = "v1-5-pruned-emaonly.safetensors"
+STITCH_GAP = 8  # the spacing_width of the workflows' Image Stitch nodes
+host = pytest.mark.skipif(HOST is None, reason=NO_HOST)
+
+
+def notes_text(workflow: dict) -> str:
+    return "\n".join(n["widgets_values"][0] for n in workflow["nodes"] if n["type"] in ("Note", "MarkdownNote"))
+
+
+def nodes(workflow: dict, node_type: str) -> list[dict]:
+    return [n for n in workflow["nodes"] if n["type"] == node_type]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The files themselves (no host needed).
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_is_a_frontend_file_with_consistent_links(name):
+    workflow = load(name)
+    assert workflow["version"] == 0.4 and uuid.UUID(workflow["id"])
+    by_id = {n["id"]: n for n in workflow["nodes"]}
+    assert len(by_id) == len(workflow["nodes"]) and workflow["last_node_id"] >= max(by_id)
+    for link_id, origin, origin_slot, target, target_slot, kind in workflow["links"]:
+        assert link_id in by_id[origin]["outputs"][origin_slot]["links"]
+        target_input = by_id[target]["inputs"][target_slot]
+        assert target_input["link"] == link_id and target_input["type"] in (kind, "*")
+    for node in workflow["nodes"]:
+        assert {"pos", "size", "mode", "widgets_values"} <= set(node), node["type"]
+    assert workflow["groups"] and all(len(g["bounding"]) == 4 for g in workflow["groups"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notes_say_which_checkpoint_the_workflow_expects(name):
+    workflow = load(name)
+    text = notes_text(workflow)
+    checkpoints = named_files(workflow)["checkpoints"]
+    assert checkpoints and all(ckpt in text for ckpt in checkpoints), (checkpoints, text[:200])
+    for loader in nodes(workflow, "CheckpointLoaderSimple"):  # the frontend's missing-model dialog offers these
+        (model,) = loader["properties"]["models"]
+        assert model["name"] == loader["widgets_values"][0] and model["url"].startswith("https://huggingface.co/")
+
+
+def test_imagic_edit_uses_sd15_and_the_papers_settings():
+    workflow = load("imagic_edit")
+    assert [n["widgets_values"][0] for n in nodes(workflow, "CheckpointLoaderSimple")] == [SD15]
+    (embed,) = nodes(workflow, "ImagicOptimizeEmbedding")
+    (tune,) = nodes(workflow, "ImagicFinetuneUNet")
+    (interp,) = nodes(workflow, "ImagicInterpolateConditioning")
+    assert embed["widgets_values"][:2] == [1000, 0.002] and tune["widgets_values"][0] == 1500
+    assert interp["widgets_values"] == [0.7]
+    assert embed["widgets_values"][-1] == tune["widgets_values"][-1] == "fixed"  # no retraining on every queue
+    (saver,) = nodes(workflow, "ImagicSaveFinetune")
+    assert saver["mode"] == 2  # muted until the user wants a file
+    text = notes_text(workflow)
+    assert "eta" in text and "What to tune first" in text and "0.6 - 0.8" in text
+
+
+def test_eta_grid_samples_six_etas_from_one_finetune():
+    workflow = load("imagic_eta_grid")
+    assert len(nodes(workflow, "ImagicFinetuneUNet")) == 1
+    assert sorted(n["widgets_values"][0] for n in nodes(workflow, "ImagicInterpolateConditioning")) == [
+        0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Against the real server.
+
+
+@pytest.fixture(scope="module")
+def object_info(workflow_server):
+    return workflow_server.get("/object_info")
+
+
+def saved_images(server, result: dict) -> list[Image.Image]:
+    files = [img for out in result["outputs"].values() for img in out.get("images", []) if img["type"] == "output"]
+    return [Image.open(server.base / "output" / img["subfolder"] / img["filename"]) for img in files]
+
+
+def assert_success(result: dict) -> None:
+    errors = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert result["status"]["status_str"] == "success", errors[:1]
+
+
+@host
+def test_workflows_are_served_as_templates(workflow_server):
+    templates = workflow_server.get("/api/workflow_templates")
+    assert sorted(templates["comfyui-imagic"]) == sorted(NAMES)
+    assert workflow_server.get("/api/workflow_templates/comfyui-imagic/imagic_edit.json") == load("imagic_edit")
+
+
+@host
+@pytest.mark.parametrize("name", NAMES)
+def test_api_format_validates_against_the_live_object_info(workflow_server, object_info, name):
+    prompt = api_prompt(load(name), object_info)
+    status, body = workflow_server.post_status("/prompt", {"prompt": prompt, "client_id": "imagic-validate"})
+    # Valid: it is queued (and stops at the empty stand-in checkpoint file, which is not what this checks).
+    assert status == 200 and body.get("node_errors") == {}, body
+
+
+@host
+def test_in_process_conversion_matches_the_live_server(comfy, object_info):
+    """The headless command converts with the in-process node definitions: same result as the server's."""
+    local = sub("cli.workflow_api").object_info_in_process()
+    for name in NAMES:
+        assert api_prompt(load(name), local) == api_prompt(load(name), object_info), name
+
+
+@host
+@pytest.mark.parametrize("name", ["imagic_edit", "baseline_sdedit", "baseline_instructpix2pix"])
+def test_runs_on_the_tiny_model(workflow_server, object_info, name):
+    """The baselines save input | baseline | Imagic side by side. InstructPix2Pix needs an 8-channel UNet,
+    which no tiny family has: the tiny SD1.5 model ignores the photo concat, so this run checks the wiring."""
+    result = workflow_server.run_prompt(tiny(api_prompt(load(name), object_info)))
+    assert_success(result)
+    (image,) = saved_images(workflow_server, result)
+    expected = (64, 64) if name == "imagic_edit" else (3 * 64 + 2 * STITCH_GAP, 64)
+    assert image.size == expected
+
+
+@host
+def test_eta_grid_runs_on_the_tiny_model_as_a_2_by_3_grid(workflow_server, object_info):
+    result = workflow_server.run_prompt(tiny(api_prompt(load("imagic_eta_grid"), object_info)))
+    assert_success(result)
+    (image,) = saved_images(workflow_server, result)
+    assert image.size == (3 * 64 + 2 * STITCH_GAP, 2 * 64 + STITCH_GAP)
+
+
+@host
+def test_reuse_runs_on_a_finetune_saved_by_imagic_edit(workflow_server, object_info):
+    workflow_api = sub("cli.workflow_api")
+    loras = workflow_server.base / "models" / "loras"
+    before = set(loras.rglob("*.safetensors"))
+    edit = workflow_api.set_mode(load("imagic_edit"), "ImagicSaveFinetune", 0)  # un-mute the saver
+    assert_success(workflow_server.run_prompt(tiny(api_prompt(edit, object_info))))
+    (saved,) = set(loras.rglob("*.safetensors")) - before
+
+    prompt = tiny(api_prompt(load("imagic_reuse_finetune"), object_info))
+    for node in prompt.values():
+        if node["class_type"] == "ImagicLoadFinetune":
+            node["inputs"]["lora_name"] = saved.relative_to(loras).as_posix()
+    result = workflow_server.run_prompt(prompt)
+    assert_success(result)
+    assert saved_images(workflow_server, result)
+    shown = sorted(text for out in result["outputs"].values() for text in out.get("text", []))
+    assert shown == ["0.7", "a photo of a sitting dog"]  # the Preview Any nodes: stored eta and text
