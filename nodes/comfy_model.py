@@ -15,6 +15,7 @@ import torch
 import comfy.model_management
 
 from .errors import fail
+from .families import check_family, prepare_for_training
 
 
 def latent_channels(model) -> int | None:
@@ -33,6 +34,7 @@ def context_width(model) -> int | None:
 
 def check_inputs(node_id: str, model, conditioning: list, latent: dict) -> None:
     """Reject input the Imagic loops cannot use, with the fix, before any work starts."""
+    check_family(node_id, model, conditioning)  # an unsupported family, or a pooled_output it cannot use
     if not conditioning:
         raise fail(node_id, "the conditioning input is an empty list",
                    "connect the output of a text encode node (CLIP Text Encode) with the target text")
@@ -72,6 +74,7 @@ def private_model(model, dtype: torch.dtype = torch.float32):
     if hasattr(base.diffusion_model, "dtype"):
         base.diffusion_model.dtype = dtype
     base.manual_cast_dtype = None
+    prepare_for_training(base)  # e.g. Flux: in-place residual adds autograd cannot run through
     return base
 
 

@@ -37,6 +37,9 @@ from comfy.ldm.modules.diffusionmodules.mmdit import get_2d_sincos_pos_embed
 from comfy_api.latest import io
 
 FAMILIES = ("sd15", "sd2", "sd2v", "sdxl", "sd3", "flux")
+# Buildable by build_tiny_checkpoint for the tests, not offered by the node: the SDXL refiner and SD2.1
+# unCLIP (supported variants), and an SD1.5 inpainting model (a family Imagic rejects, see nodes/families.py).
+EXTRA_FAMILIES = ("sdxl_refiner", "sd21_unclip", "sd15_inpaint")
 
 # ---------------------------------------------------------------------------------------------------
 # Model configs: tiny subclasses of the real supported_models classes.
@@ -59,6 +62,17 @@ class TinySD20V(TinySD20):
 
 class TinySDXL(comfy.supported_models.SDXL):
     unet_extra_config: ClassVar[dict] = {"num_heads": -1, "num_head_channels": 16}
+
+
+class TinySDXLRefiner(comfy.supported_models.SDXLRefiner):
+    unet_extra_config: ClassVar[dict] = {"num_heads": -1, "num_head_channels": 16}
+
+
+class TinySD21UnclipH(comfy.supported_models.SD21UnclipH):
+    unet_extra_config: ClassVar[dict] = {"num_heads": -1, "num_head_channels": 16, "attn_precision": torch.float32}
+
+    def model_type(self, state_dict, prefix=""):  # the released unCLIP checkpoints are v-prediction
+        return comfy.model_base.ModelType.V_PREDICTION
 
 
 class TinySD3(comfy.supported_models.SD3):
@@ -100,6 +114,18 @@ _SPECS: dict[str, _Family] = {
         # like SDXL, no attention at the highest resolution
         "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
     }),
+    "sdxl_refiner": _Family(TinySDXLRefiner, {
+        **_UNET, "context_dim": 1280, "use_linear_in_transformer": True,
+        "adm_in_channels": 2560, "num_classes": "sequential",
+        "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
+    }),
+    "sd21_unclip": _Family(TinySD21UnclipH, {
+        **_UNET, "context_dim": 1024, "use_linear_in_transformer": True,
+        "adm_in_channels": 2048, "num_classes": "sequential",
+    }),
+    # in_channels 9: the latent + mask + masked image, as the real sd-v1-5-inpainting
+    "sd15_inpaint": _Family(TinySD15, {**_UNET, "in_channels": 9, "context_dim": 768,
+                                       "use_linear_in_transformer": False}),
     "sd3": _Family(TinySD3, {
         "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": _SD3_DEPTH, "input_size": None,
         "adm_in_channels": 2048, "pos_embed_scaling_factor": None,
@@ -212,7 +238,7 @@ def build_tiny_checkpoint(
 ) -> tuple[comfy.model_patcher.ModelPatcher, comfy.sd.CLIP, comfy.sd.VAE]:
     """Build (ModelPatcher, CLIP, VAE) of a tiny random-weight ``family`` model; see module docstring."""
     if family not in _SPECS:
-        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES + EXTRA_FAMILIES)}")
     spec = _SPECS[family]
     model = _build_model(spec, seed)
     config = model.model.model_config
