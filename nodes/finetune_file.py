@@ -31,10 +31,6 @@ LOG = logging.getLogger("comfyui-imagic")
 # The base model
 
 
-def model_family(model) -> str:
-    return type(model.model.model_config).__name__
-
-
 def _unet_weights(model) -> dict[str, list]:
     """ComfyUI's own view of the diffusion model's weights: key -> [(weight, convert), *patches], with
     the original weight even while a patched copy of the model is loaded (``ModelPatcher.get_key_patches``,

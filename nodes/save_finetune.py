@@ -11,7 +11,8 @@ from comfy_api.latest import io
 from ..core import finetune_format as fmt
 from .comfy_model import context_width
 from .errors import fail
-from .finetune_file import (carries_delta, graph_settings, model_family, model_fingerprint, model_shapes,
+from .families import family_name
+from .finetune_file import (carries_delta, graph_settings, model_fingerprint, model_shapes,
                             save_path, write_atomic)
 from .finetune_unet import DEFAULT_LEARNING_RATE
 
@@ -98,7 +99,7 @@ class ImagicSaveFinetune(io.ComfyNode):
 
         tensors, metadata, dropped = fmt.build_file(
             lora, optimized, storage=full_storage, svd_rank=svd_rank, fingerprint=model_fingerprint(model),
-            model_family=model_family(model), target_text=text, suggested_eta=suggested_eta,
+            model_family=family_name(model), target_text=text, suggested_eta=suggested_eta,
             training=settings.training, on_step=on_step)
         if dropped:
             LOG.warning("%s: these e_opt entry keys are not plain data and are not saved: %s", NODE_ID, ", ".join(dropped))

@@ -110,7 +110,7 @@ def test_metadata_describes_the_finetune(comfy, saved):
         meta = f.metadata()
     assert meta["imagic.format"] == "imagic-finetune" and meta["imagic.format_version"] == "1"
     assert meta["imagic.method"] == "lora" and meta["imagic.unet_storage"] == "lora"
-    assert meta["imagic.model_family"] == "TinySD15"
+    assert meta["imagic.model_family"] == "SD15"  # the ComfyUI family, not the tiny test class
     assert meta["imagic.target_text"] == TARGET_TEXT  # taken from the CLIP Text Encode feeding step A
     assert float(meta["imagic.suggested_eta"]) == 0.7
     # steps, learning rates and seeds as set on the Imagic nodes of the graph
