@@ -48,8 +48,14 @@ class NoiseDraws:
         shape = (self.batch,) + tuple(self.x0.shape[1:])
         noise = torch.randn(shape, generator=self.generator, dtype=torch.float32)
         sigma = self.denoiser.sample_sigmas(self.batch, self.generator)
-        return (noise.to(self.x0.device, self.x0.dtype),
-                sigma.to(self.x0.device, torch.float32))
+        return _to_device(noise, self.x0), _to_device(sigma, self.x0, torch.float32)
+
+
+def _to_device(t: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Copy a CPU draw to ``like``'s device; to CUDA from pinned memory, asynchronously (no host wait)."""
+    if like.device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(like.device, dtype or like.dtype, non_blocking=True)
 
 
 def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, cond: Any, noise: torch.Tensor,

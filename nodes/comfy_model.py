@@ -12,8 +12,10 @@ import copy
 
 import torch
 
+import comfy.ldm.modules.attention
 import comfy.model_management
 
+from ..core.precision import Precision
 from .errors import fail
 from .families import check_family, prepare_for_training
 
@@ -60,22 +62,53 @@ def check_inputs(node_id: str, model, conditioning: list, latent: dict) -> None:
                        "encode the text with the CLIP of the same checkpoint as the model")
 
 
-def private_model(model, dtype: torch.dtype = torch.float32):
-    """A trainable copy of ``model.model`` (a ComfyUI BaseModel) on the model's load device.
+def private_model(model, train_weights: bool = False, precision: Precision = Precision()):
+    """A copy of ``model.model`` (a ComfyUI BaseModel) to train on, on the model's load device, in eval mode,
+    every parameter with ``requires_grad`` off (the trainer turns on what it trains).
 
-    The given model is loaded the way a sampler loads it (patches applied by ComfyUI's own mechanism,
-    fully, since training touches every layer) and its weights are copied; they are never written to.
+    The given model is loaded the way a sampler loads it (patches applied by ComfyUI's own mechanism, fully,
+    since training touches every layer). With ``train_weights`` the parameters are fp32 copies (master
+    weights); otherwise they stay frozen in the dtype ``precision.frozen_dtype`` gives, and a tensor already
+    in that dtype is not copied but shared with the given model (no second copy of the weights). Buffers are
+    fp32, shared likewise. Nothing of the given model is ever written.
     """
     comfy.model_management.load_models_gpu([model], force_full_load=True)
+    source = model.model
     with torch.inference_mode(False):
-        base = copy.deepcopy(model.model)
-        base.to(dtype=dtype)
-        base.requires_grad_(False)
+        memo = {}
+        for p in source.parameters():
+            dtype = torch.float32 if train_weights else precision.frozen_dtype(p)
+            memo[id(p)] = torch.nn.Parameter(_private_tensor(p, dtype, share=not train_weights), requires_grad=False)
+        for b in source.buffers():
+            memo[id(b)] = _private_tensor(b, torch.float32 if b.is_floating_point() else b.dtype, share=True)
+        base = copy.deepcopy(source, memo)  # the module tree, with the tensors above in place of the source's
+    base.eval()
+    for module in base.modules():  # the weights are in their compute dtype now: plain torch forwards
+        if hasattr(module, "comfy_cast_weights"):
+            module.comfy_cast_weights = False
     if hasattr(base.diffusion_model, "dtype"):
-        base.diffusion_model.dtype = dtype
+        base.diffusion_model.dtype = torch.float32
     base.manual_cast_dtype = None
     prepare_for_training(base)  # e.g. Flux: in-place residual adds autograd cannot run through
     return base
+
+
+def _private_tensor(t: torch.Tensor, dtype: torch.dtype, share: bool) -> torch.Tensor:
+    """``t`` in ``dtype`` as a normal (non-inference) tensor: shared storage where allowed and the dtype
+    matches, else a copy. ComfyUI's weights are inference tensors, which autograd cannot save for backward;
+    a tensor set to the same storage is a normal tensor reading the same memory (frozen: never written)."""
+    if share and t.dtype == dtype:
+        return torch.empty(0, dtype=dtype, device=t.device).set_(t.untyped_storage(), t.storage_offset(), t.shape,
+                                                                t.stride())
+    return t.detach().to(dtype, copy=True)
+
+
+def release_device_memory(device: torch.device) -> None:
+    """Unload ComfyUI's cached models from ``device`` (an accelerator): during training only the private copy
+    runs there; ComfyUI reloads what it needs afterwards."""
+    if device.type != "cpu":
+        comfy.model_management.unload_all_models()
+        comfy.model_management.soft_empty_cache()
 
 
 def model_kwargs(base, entry: dict, x: torch.Tensor) -> dict:
@@ -92,18 +125,27 @@ def model_kwargs(base, entry: dict, x: torch.Tensor) -> dict:
     return {k: v.process_cond(batch_size=x.shape[0], device=x.device, area=None).concat([]) for k, v in out.items()}
 
 
+def _sdpa(attention, *args, **kwargs):
+    """ComfyUI's attention override: PyTorch's scaled_dot_product_attention, whatever ComfyUI picked for
+    sampling (on a CPU it picks sub-quadratic attention, which is slower; sage attention has no backward)."""
+    return comfy.ldm.modules.attention.attention_pytorch(*args, **kwargs)
+
+
 class ComfyDenoiser:
     """``core.diffusion.Denoiser`` over a ComfyUI BaseModel (normally a ``private_model`` copy)."""
 
     def __init__(self, base):
         self.base = base
         self.sampling = base.model_sampling
+        # sigma draws happen on the CPU: reading a value from the device copy would wait for the device
+        self.cpu_sampling = copy.deepcopy(base.model_sampling).to("cpu")
 
     def add_noise(self, x0, noise, sigma):
         return self.sampling.noise_scaling(sigma, noise, x0)
 
     def predict_x0(self, x_t, sigma, cond):
-        return self.base.apply_model(x_t, sigma, **model_kwargs(self.base, cond, x_t))
+        options = {"optimized_attention_override": _sdpa}
+        return self.base.apply_model(x_t, sigma, transformer_options=options, **model_kwargs(self.base, cond, x_t))
 
     def output_scale(self, sigma, like):
         ones = torch.ones((sigma.shape[0],) + (1,) * (like.ndim - 1), device=like.device, dtype=torch.float32)
@@ -112,7 +154,7 @@ class ComfyDenoiser:
     def sample_sigmas(self, n, generator):
         # Uniform over the model's own timestep range (the paper's t ~ U{1..T}), ends excluded.
         u = torch.rand(n, generator=generator, dtype=torch.float64) * 0.998 + 0.001
-        return torch.tensor([self.sampling.percent_to_sigma(float(p)) for p in u], dtype=torch.float32)
+        return torch.tensor([self.cpu_sampling.percent_to_sigma(float(p)) for p in u], dtype=torch.float32)
 
 
 def clean_latent(base, latent: dict, device) -> torch.Tensor:

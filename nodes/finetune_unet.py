@@ -8,7 +8,7 @@ from comfy_api.latest import io
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries
 from .finetune_weights import FullFinetune, LoraFinetune
-from .training_run import TrainingSetup, training_mode
+from .training_run import BATCH_SIZE_TOOLTIP, LOW_MEMORY_DEFAULT, LOW_MEMORY_TOOLTIP, TrainingSetup, training_mode
 
 NODE_ID = "ImagicFinetuneUNet"
 DEFAULT_LEARNING_RATE = {"full": 5e-7, "lora": 1e-4}
@@ -44,6 +44,8 @@ class ImagicFinetuneUNet(io.ComfyNode):
                 io.Int.Input("lora_rank", default=8, min=1, max=256, tooltip="Rank of the LoRA adapters (method lora only)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the training noise, timesteps and LoRA initialisation."),
+                io.Boolean.Input("low_memory", default=LOW_MEMORY_DEFAULT, optional=True, tooltip=LOW_MEMORY_TOOLTIP),
+                io.Int.Input("batch_size", default=1, min=1, max=64, optional=True, tooltip=BATCH_SIZE_TOOLTIP),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The fine-tuned model: the input model with the fine-tune applied as a patch."),
@@ -53,17 +55,24 @@ class ImagicFinetuneUNet(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, conditioning, latent, steps, learning_rate, method, lora_rank, seed) -> io.NodeOutput:
+    def execute(cls, model, conditioning, latent, steps, learning_rate, method, lora_rank, seed,
+                low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
         learning_rate = learning_rate or DEFAULT_LEARNING_RATE[method]
         with training_mode():
-            setup = TrainingSetup(model, latent)
-            if method == "full":
-                trainer = FullFinetune(setup.base, comfy.model_management.unet_offload_device())
-            else:
-                trainer = LoraFinetune(setup.base, lora_rank, seed)
-            entries = model_entries(conditioning, setup.device)
-            losses = setup.run(NODE_ID, f"Imagic: finetune ({method})", trainer.parameters(), entries,
-                               steps, learning_rate, seed)
-            delta = trainer.delta()
+            delta, losses = finetune(model, conditioning, latent, steps, learning_rate, method, lora_rank, seed,
+                                     low_memory, batch_size)
         return io.NodeOutput(finetuned_model(model, delta), delta, {"loss": losses})
+
+
+def finetune(model, conditioning, latent, steps, learning_rate, method, lora_rank, seed, low_memory, batch_size=1):
+    """(delta, losses) of a fine-tune on a private copy, which is gone (memory free) when this returns."""
+    with TrainingSetup(model, latent, train_weights=method == "full", low_memory=low_memory) as setup:
+        if method == "full":
+            trainer = FullFinetune(setup.base, model.model, comfy.model_management.unet_offload_device())
+        else:
+            trainer = LoraFinetune(setup.base, lora_rank, seed)
+        entries = model_entries(conditioning, setup.device)
+        losses = setup.run(NODE_ID, f"Imagic: finetune ({method})", trainer.parameters(), entries,
+                           steps, learning_rate, seed, batch_size)
+        return trainer.delta(), losses

@@ -1,24 +1,28 @@
 """What ImagicFinetuneUNet trains on the private model copy, and the result as a ComfyUI LoRA dict.
 
 ``full`` (the paper): every weight and bias of the diffusion model; the result is the exact difference
-under ComfyUI's ``.diff`` / ``.diff_b`` keys. ``lora``: ComfyUI's own LoRA training adapters
-(``comfy.weight_adapter``) on every linear and convolution weight; the result uses
-``lora_up`` / ``lora_down`` / ``alpha`` keys. Both load with ComfyUI's stock LoRA loaders.
+under ComfyUI's ``.diff`` / ``.diff_b`` keys. ``lora``: low-rank adapters (``core.lora``) on every linear and
+convolution weight; the result uses ``lora_up`` / ``lora_down`` / ``alpha`` keys with the conventional shapes.
+Both load with ComfyUI's stock LoRA loaders, which reproduce the trained network.
 """
 from __future__ import annotations
 
 import torch
 
-from comfy.weight_adapter.lora import LoRAAdapter
+from ..core import lora
 
 PREFIX = "diffusion_model."
 
 
 class FullFinetune:
-    def __init__(self, base, keep_device):
+    """Trains the copy's own (fp32) weights; the delta is taken against the given model's weights as loaded
+    (``source``, its patches applied), kept on ``keep_device`` -- where they already are, by reference."""
+
+    def __init__(self, base, source, keep_device):
         self.module = base.diffusion_model
         self.params = {n: p for n, p in self.module.named_parameters() if n.endswith((".weight", ".bias"))}
-        self.initial = {n: p.detach().to(keep_device, copy=True) for n, p in self.params.items()}
+        initial = dict(source.diffusion_model.named_parameters())
+        self.initial = {n: initial[n].detach().to(keep_device) for n in self.params}
         for p in self.params.values():
             p.requires_grad_(True)
 
@@ -37,32 +41,19 @@ class FullFinetune:
 
 
 class LoraFinetune:
+    """``core.lora`` adapters (fp32) on every linear/conv layer of the copy; ``alpha`` = rank (scale 1)."""
+
     def __init__(self, base, rank: int, seed: int):
-        self.adapters = {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for name, m in base.diffusion_model.named_modules():
-                weight = getattr(m, "weight", None)
-                if hasattr(m, "weight_function") and isinstance(weight, torch.Tensor) and weight.ndim >= 2:
-                    r = min(rank, weight.shape[0], weight[0].numel())
-                    adapter = LoRAAdapter.create_train(weight, rank=r, alpha=float(r))  # scale alpha/r = 1
-                    adapter.to(weight.device)
-                    m.weight_function = list(m.weight_function) + [adapter]  # the copy's own list
-                    self.adapters[name] = (adapter, tuple(weight.shape))
+        self.adapters = lora.attach(base.diffusion_model, rank, seed)
 
     def parameters(self) -> list[torch.Tensor]:
-        return [p for adapter, _ in self.adapters.values() for p in adapter.parameters() if p.requires_grad]
+        return [p for adapter in self.adapters.values() for p in adapter.parameters()]
 
     def delta(self) -> dict[str, torch.Tensor]:
         out = {}
-        for name, (adapter, shape) in self.adapters.items():
-            up = adapter.lora_up.weight.detach().float().cpu()
-            down = adapter.lora_down.weight.detach().float().cpu()
-            if len(shape) > 2:  # conventional conv LoRA shapes: up (out, r, 1, 1), down (r, in, kh, kw)
-                up = up.reshape(shape[0], up.shape[1], *([1] * (len(shape) - 2)))
-                down = down.reshape(down.shape[0], *shape[1:])
+        for name, adapter in self.adapters.items():
             key = f"{PREFIX}{name}"
-            out[f"{key}.lora_up.weight"] = up.contiguous()
-            out[f"{key}.lora_down.weight"] = down.contiguous()
-            out[f"{key}.alpha"] = adapter.alpha.detach().float().cpu().reshape(())
+            out[f"{key}.lora_up.weight"] = adapter.up.detach().float().cpu().contiguous()
+            out[f"{key}.lora_down.weight"] = adapter.down.detach().float().cpu().contiguous()
+            out[f"{key}.alpha"] = torch.tensor(float(adapter.rank))
         return out

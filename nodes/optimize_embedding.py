@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries, to_conditioning, trained_tensors
-from .training_run import TrainingSetup, training_mode
+from .training_run import BATCH_SIZE_TOOLTIP, LOW_MEMORY_DEFAULT, LOW_MEMORY_TOOLTIP, TrainingSetup, training_mode
 
 NODE_ID = "ImagicOptimizeEmbedding"
 
@@ -29,6 +29,8 @@ class ImagicOptimizeEmbedding(io.ComfyNode):
                 io.Float.Input("learning_rate", default=2e-3, min=1e-7, max=1.0, step=1e-5, tooltip="Adam learning rate (paper: 2e-3)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the training noise and timesteps; same seed and inputs give the same result."),
+                io.Boolean.Input("low_memory", default=LOW_MEMORY_DEFAULT, optional=True, tooltip=LOW_MEMORY_TOOLTIP),
+                io.Int.Input("batch_size", default=1, min=1, max=64, optional=True, tooltip=BATCH_SIZE_TOOLTIP),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="optimized", tooltip="e_opt: the optimised embedding, same entries and keys as the input."),
@@ -37,12 +39,19 @@ class ImagicOptimizeEmbedding(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, conditioning, latent, steps, learning_rate, seed) -> io.NodeOutput:
+    def execute(cls, model, conditioning, latent, steps, learning_rate, seed,
+                low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
         with training_mode():
-            setup = TrainingSetup(model, latent)
-            entries = model_entries(conditioning, setup.device, trainable=True)
-            losses = setup.run(NODE_ID, "Imagic: optimize embedding", trained_tensors(entries), entries,
-                               steps, learning_rate, seed)
-            optimized = to_conditioning(conditioning, entries)
+            optimized, losses = optimize(model, conditioning, latent, steps, learning_rate, seed, low_memory,
+                                         batch_size)
         return io.NodeOutput(optimized, {"loss": losses})
+
+
+def optimize(model, conditioning, latent, steps, learning_rate, seed, low_memory, batch_size=1):
+    """(e_opt, losses), trained against a frozen private copy, which is gone when this returns."""
+    with TrainingSetup(model, latent, train_weights=False, low_memory=low_memory) as setup:
+        entries = model_entries(conditioning, setup.device, trainable=True)
+        losses = setup.run(NODE_ID, "Imagic: optimize embedding", trained_tensors(entries), entries,
+                           steps, learning_rate, seed, batch_size)
+        return to_conditioning(conditioning, entries), losses

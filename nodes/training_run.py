@@ -8,11 +8,23 @@ import torch
 
 import comfy.model_management
 
+from ..core.checkpointing import checkpoint_blocks
 from ..core.diffusion import NoiseDraws, mean_loss
+from ..core.precision import Precision
 from ..core.training import NonFiniteLoss, adam_loop
-from .comfy_model import ComfyDenoiser, clean_latent, private_model
+from .comfy_model import ComfyDenoiser, clean_latent, private_model, release_device_memory
 from .errors import fail
 from .progress import TrainingProgress
+
+LOW_MEMORY_DEFAULT = True
+LOW_MEMORY_TOOLTIP = (
+    "Use less memory: bf16 mixed precision where the device computes bf16 natively (fp32 master copies of "
+    "what trains), frozen weights kept in bf16, gradient checkpointing, ComfyUI's other models unloaded from "
+    "the GPU while training. Off: everything in fp32, no recomputation.")
+
+BATCH_SIZE_TOOLTIP = (
+    "Noise/timestep draws per step, trained as one batch. More lowers the steps needed for the same loss "
+    "(bench/RESULTS.md), but each step costs more (on a CPU about batch_size times): 1 is the paper's setting.")
 
 
 @contextlib.contextmanager
@@ -26,28 +38,46 @@ def training_mode():
 
 
 class TrainingSetup:
-    """The private model copy, its denoiser and the clean latent for one training node run."""
+    """The private model copy, its denoiser and the clean latent for one training node run.
 
-    def __init__(self, model, latent: dict):
+    A context manager: on exit it drops the copy (so ``training_mode`` frees its memory). With
+    ``low_memory``: mixed precision (``core.precision``), checkpointed blocks, and the accelerator emptied
+    of ComfyUI's cached models when training starts (after the trainer has read the given model).
+    """
+
+    def __init__(self, model, latent: dict, *, train_weights: bool, low_memory: bool):
         self.device = model.load_device
-        self.base = private_model(model)
+        self.low_memory = low_memory
+        self.precision = Precision.for_device(self.device, mixed=low_memory)
+        self.base = private_model(model, train_weights, self.precision)
+        if low_memory:
+            checkpoint_blocks(self.base.diffusion_model)
         self.denoiser = ComfyDenoiser(self.base)
         self.x0 = clean_latent(self.base, latent, self.device)
 
+    def __enter__(self) -> "TrainingSetup":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.base = self.denoiser = self.x0 = None
+
     def run(self, node_id: str, title: str, params, entries: list[dict], steps: int, learning_rate: float,
-            seed: int) -> list[float]:
-        draws = NoiseDraws(self.denoiser, self.x0, seed)
+            seed: int, batch_size: int = 1) -> list[float]:
+        draws = NoiseDraws(self.denoiser, self.x0, seed, batch=batch_size)
 
         def loss_fn(step: int) -> torch.Tensor:
             noise, sigma = draws.draw()
             try:
-                return mean_loss(self.denoiser, self.x0, entries, noise, sigma)
+                with self.precision.autocast(self.device):
+                    return mean_loss(self.denoiser, self.x0, entries, noise, sigma)
             except RuntimeError as e:
                 if step == 0:  # shape/dtype mismatches show on the first forward
                     raise fail(node_id, f"the model cannot run on these inputs ({e})",
                                "use the conditioning and latent of the same checkpoint as the model") from e
                 raise
 
+        if self.low_memory:
+            release_device_memory(self.device)
         progress = TrainingProgress(title, steps)
         try:
             return adam_loop(params, loss_fn, steps, learning_rate, progress)

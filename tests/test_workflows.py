@@ -62,7 +62,8 @@ def test_imagic_edit_uses_sd15_and_the_papers_settings():
     (interp,) = nodes(workflow, "ImagicInterpolateConditioning")
     assert embed["widgets_values"][:2] == [1000, 0.002] and tune["widgets_values"][0] == 1500
     assert interp["widgets_values"] == [0.7]
-    assert embed["widgets_values"][-1] == tune["widgets_values"][-1] == "fixed"  # no retraining on every queue
+    # the seed's control widget (the optional low_memory / batch_size widgets follow it): no retraining on every queue
+    assert "fixed" in embed["widgets_values"] and "fixed" in tune["widgets_values"]
     (saver,) = nodes(workflow, "ImagicSaveFinetune")
     assert saver["mode"] == 2  # muted until the user wants a file
     text = notes_text(workflow)

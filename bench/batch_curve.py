@@ -1,0 +1,120 @@
+"""Does a batch of several noise/timestep draws per step lower the steps Imagic needs for the same loss?
+
+    python bench/batch_curve.py [--batches 1 2 4 8] [--seeds 0 1] [--out bench/out/batch_curve.md]
+
+Loss-vs-steps curves on the tiny SD1.5-family model (``nodes/tiny_checkpoint.py``) with the test suite's
+input photo and settings (A: lr 2e-2; B: LoRA rank 8, lr 3e-3, on the e_opt of A's 40 steps), trained by the
+nodes' own functions (``optimize`` / ``finetune``) in fp32 (``low_memory`` off), for each batch size and step
+count. The figure is the held-out reconstruction loss: Imagic's loss on 64 fixed draws that training never
+saw (A: on the frozen model with the optimised embedding; B: on the fine-tuned model with e_opt), averaged
+over the seeds. A step with batch B costs up to B times a batch-1 step (on a CPU, about B times).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import host
+
+ROOT = Path(__file__).resolve().parents[1]
+A_STEPS, B_STEPS = (10, 20, 40, 80, 160), (15, 30, 60, 120, 240)
+A_LR, B_LR, RANK = 2e-2, 3e-3, 8
+
+
+def test_photo_latent(vae) -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from graphs import write_input_image
+    from PIL import Image
+
+    folder = Path(tempfile.mkdtemp(prefix="imagic_curve_"))
+    image = np.asarray(Image.open(folder / write_input_image(folder)).convert("RGB"), dtype=np.float32) / 255.0
+    return {"samples": vae.encode(torch.from_numpy(image)[None])}
+
+
+def heldout_loss(pack, model, conditioning, latent, n: int = 64, seed: int = 1234) -> float:
+    cm, ci, diffusion = pack("nodes.comfy_model"), pack("nodes.conditioning_io"), pack("core.diffusion")
+    with torch.inference_mode(False), torch.no_grad():
+        base = cm.private_model(model)
+        den = cm.ComfyDenoiser(base)
+        x0 = cm.clean_latent(base, latent, model.load_device)
+        noise, sigma = diffusion.NoiseDraws(den, x0, seed, batch=n).draw()
+        return float(diffusion.mean_loss(den, x0, ci.model_entries(conditioning, x0.device), noise, sigma))
+
+
+def curves(pack, args) -> dict:
+    tiny = pack("nodes.tiny_checkpoint")
+    a_node, b_node = pack("nodes.optimize_embedding"), pack("nodes.finetune_unet")
+    with torch.inference_mode():
+        model, clip, vae = tiny.build_tiny_checkpoint("sd15", 0)
+        target = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a sitting dog"))
+        latent = test_photo_latent(vae)
+
+    def run(fn, *a):
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*a)
+
+    e_opt = run(a_node.optimize, model, target, latent, 40, A_LR, 0, False)[0]
+    out = {"A": {"before": heldout_loss(pack, model, target, latent)},
+           "B": {"before": heldout_loss(pack, model, e_opt, latent)}}
+    for batch in args.batches:
+        for stage, steps in (("A", A_STEPS), ("B", B_STEPS)):
+            row, seconds = {}, []
+            for n in steps:
+                losses = []
+                for seed in args.seeds:
+                    start = time.perf_counter()
+                    if stage == "A":
+                        e = run(a_node.optimize, model, target, latent, n, A_LR, seed, False, batch)[0]
+                        losses.append(heldout_loss(pack, model, e, latent))
+                    else:
+                        delta = run(b_node.finetune, model, e_opt, latent, n, B_LR, "lora", RANK, seed, False, batch)[0]
+                        losses.append(heldout_loss(pack, b_node.finetuned_model(model, delta), e_opt, latent))
+                    seconds.append((time.perf_counter() - start) / n)
+                row[n] = statistics.mean(losses)
+            out[stage][batch] = {"loss": row, "s_per_step": statistics.median(seconds)}
+            print(f"{stage} batch {batch}: " + ", ".join(f"{n}: {v:.4f}" for n, v in row.items()), flush=True)
+    return out
+
+
+def markdown(result: dict, args) -> str:
+    lines = [f"Held-out reconstruction loss (mean of seeds {', '.join(map(str, args.seeds))}; lower is better), tiny "
+             "SD1.5-family model, fp32, this machine's CPU with 1 thread.", ""]
+    for stage, steps, title in (("A", A_STEPS, "A: embedding (lr 2e-2)"), ("B", B_STEPS, "B: LoRA fine-tune (rank 8, lr 3e-3)")):
+        lines += [f"**{title}** — before training: {result[stage]['before']:.4f}", "",
+                  "| batch | " + " | ".join(f"{n} steps" for n in steps) + " | s/step (tiny, CPU) |",
+                  "|---" * (len(steps) + 2) + "|"]
+        for batch in args.batches:
+            r = result[stage][batch]
+            lines.append(f"| {batch} | " + " | ".join(f"{r['loss'][n]:.4f}" for n in steps)
+                         + f" | {r['s_per_step']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--out", type=Path, help="write the markdown tables here")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    pack = host.boot(cpu=True)
+    text = markdown(curves(pack, args), args)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Low-rank adapters beside the linear and convolution layers of a frozen network.
+
+An adapted layer computes ``layer(x) + up(down(x))`` (a forward hook): the adapter runs on the activations
+as two thin products, and the frozen weight is used as it is, never rebuilt as ``W + up @ down`` per forward.
+The tensors have the conventional LoRA shapes (kohya, ComfyUI's loader): linear ``up`` (out, r), ``down``
+(r, in); convolution ``up`` (out, r, 1, ...), ``down`` (r, in, *kernel). Since a convolution is linear in its
+weight, conv(x, W + up·down) = conv(x, W) + conv1x1(conv(x, down), up): applying the pair as a weight patch
+(alpha = rank, scale 1) gives the same network as the trained one.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+_POINTWISE = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}  # the 1x1 "up" convolution, by weight ndim
+
+
+def adaptable(module: torch.nn.Module) -> bool:
+    """Linear layers and ungrouped, non-transposed convolutions (every weight layer of ComfyUI's diffusion models)."""
+    if isinstance(module, torch.nn.Linear):
+        return True
+    conv = torch.nn.modules.conv._ConvNd
+    return isinstance(module, conv) and not module.transposed and module.groups == 1
+
+
+class Lora(torch.nn.Module):
+    """``up`` initialised like ``nn.Linear`` (Kaiming uniform) and ``down`` zero: the adapted layer starts unchanged."""
+
+    def __init__(self, layer: torch.nn.Module, rank: int, generator: torch.Generator):
+        super().__init__()
+        weight = layer.weight
+        self.rank = min(rank, weight.shape[0], weight[0].numel())
+        up = torch.empty((weight.shape[0], self.rank) + (1,) * (weight.ndim - 2))
+        torch.nn.init.kaiming_uniform_(up, a=math.sqrt(5), generator=generator)  # drawn on the CPU: same on any device
+        self.up = torch.nn.Parameter(up.to(weight.device))
+        self.down = torch.nn.Parameter(torch.zeros((self.rank,) + tuple(weight.shape[1:]), device=weight.device))
+
+    def forward(self, layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.up.ndim == 2:
+            return F.linear(F.linear(x, self.down), self.up)
+        # the layer's own stride, padding (mode), dilation for the kernel-sized ``down``
+        return _POINTWISE[self.up.ndim](layer._conv_forward(x, self.down, None), self.up)
+
+    def hook(self, layer: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output + self(layer, args[0])
+
+
+def attach(root: torch.nn.Module, rank: int, seed: int) -> dict[str, Lora]:
+    """A ``Lora`` on every adaptable layer under ``root`` (hooked in place), by module name; seeded init."""
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    adapters = {}
+    for name, module in root.named_modules():
+        if adaptable(module):
+            adapters[name] = Lora(module, rank, generator)
+            module.register_forward_hook(adapters[name].hook)
+    return adapters
