@@ -41,14 +41,8 @@ def test_photo_latent(vae) -> dict:
     return {"samples": vae.encode(torch.from_numpy(image)[None])}
 
 
-def heldout_loss(pack, model, conditioning, latent, n: int = 64, seed: int = 1234) -> float:
-    cm, ci, diffusion = pack("nodes.comfy_model"), pack("nodes.conditioning_io"), pack("core.diffusion")
-    with torch.inference_mode(False), torch.no_grad():
-        base = cm.private_model(model)
-        den = cm.ComfyDenoiser(base)
-        x0 = cm.clean_latent(base, latent, model.load_device)
-        noise, sigma = diffusion.NoiseDraws(den, x0, seed, batch=n).draw()
-        return float(diffusion.mean_loss(den, x0, ci.model_entries(conditioning, x0.device), noise, sigma))
+def heldout_loss(pack, model, conditioning, latent) -> float:
+    return pack("nodes.training_run").heldout_loss(model, conditioning, latent)
 
 
 def curves(pack, args) -> dict:

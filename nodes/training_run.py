@@ -12,6 +12,7 @@ from ..core.checkpointing import checkpoint_blocks
 from ..core.diffusion import NoiseDraws, mean_loss
 from ..core.precision import Precision
 from ..core.training import NonFiniteLoss, adam_loop
+from .conditioning_io import model_entries
 from .comfy_model import ComfyDenoiser, clean_latent, private_model, release_device_memory
 from .errors import fail
 from .progress import TrainingProgress
@@ -86,3 +87,14 @@ class TrainingSetup:
                        "lower learning_rate, or load the model in fp32/bf16 (fp16 overflows)") from e
         finally:
             progress.close()
+
+
+def heldout_loss(model, conditioning: list, latent: dict, seed: int = 1234, n: int = 64) -> float:
+    """The Imagic reconstruction loss of ``conditioning`` on ``n`` held-out noise draws, on the frozen model
+    (the nodes' own code path, fp32): how well a model + embedding reconstruct the image (tests, bench)."""
+    with torch.inference_mode(False), torch.no_grad():
+        base = private_model(model)
+        denoiser = ComfyDenoiser(base)
+        x0 = clean_latent(base, latent, model.load_device)
+        noise, sigma = NoiseDraws(denoiser, x0, seed, batch=n).draw()
+        return float(mean_loss(denoiser, x0, model_entries(conditioning, x0.device), noise, sigma))

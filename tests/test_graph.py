@@ -19,15 +19,9 @@ def mse(a, b) -> float:
     return float(((a.float() - b.float()) ** 2).mean())
 
 
-def reconstruction_loss(model, conditioning, latent, seed=1234, n=64) -> float:
+def reconstruction_loss(model, conditioning, latent) -> float:
     """The Imagic loss on held-out noise draws, on the frozen model (same code path as the nodes)."""
-    cm, ci, diffusion = sub("nodes.comfy_model"), sub("nodes.conditioning_io"), sub("core.diffusion")
-    with torch.inference_mode(False), torch.no_grad():
-        base = cm.private_model(model)
-        den = cm.ComfyDenoiser(base)
-        x0 = cm.clean_latent(base, latent, model.load_device)
-        noise, sigma = diffusion.NoiseDraws(den, x0, seed, batch=n).draw()
-        return float(diffusion.mean_loss(den, x0, ci.model_entries(conditioning, x0.device), noise, sigma))
+    return sub("nodes.training_run").heldout_loss(model, conditioning, latent)
 
 
 @pytest.fixture(scope="module")
