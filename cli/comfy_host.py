@@ -78,7 +78,3 @@ def boot(host: Path, base_dir: Path, *, cpu: bool = True, extra_sys_path: list[s
     _BOOTED["pack"] = pack_module_name()
     return _BOOTED["pack"]
 
-
-def pack_submodule(name: str):
-    """Import ``<pack>.<name>`` the way the loaded pack sees it (same module objects as the nodes use)."""
-    return importlib.import_module(f"{pack_module_name()}.{name}")
