@@ -17,7 +17,7 @@ import comfy.model_management
 
 from ..core.precision import Precision
 from .errors import fail
-from .families import check_family, prepare_for_training
+from .families import check_family, family_name, prepare_for_training
 
 
 def latent_channels(model) -> int | None:
@@ -48,7 +48,7 @@ def check_inputs(node_id: str, model, conditioning: list, latent: dict) -> None:
                    "encode a single image (or pick one with Latent From Batch)")
     expected = latent_channels(model)
     if expected is not None and samples.ndim >= 2 and samples.shape[1] != expected:
-        family = type(model.model.model_config).__name__
+        family = family_name(model)
         raise fail(node_id, f"the latent has {samples.shape[1]} channels but this {family} model works on "
                             f"{expected}-channel latents (the latent comes from another model family's VAE)",
                    "encode the image with the VAE of the same checkpoint as the model")

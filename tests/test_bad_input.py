@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from asserts import assert_clear
 from graphs import imagic_graph, write_input_image
 from pack import sub
 
@@ -31,13 +32,6 @@ def node(name):
 def run_node(cls, **kwargs):
     with torch.inference_mode():
         return cls.execute(**kwargs)
-
-
-def assert_clear(error: Exception, node_id: str, *words: str):
-    message = str(error)
-    assert message.startswith(node_id + ":") and "Fix:" in message, message
-    for w in words:
-        assert w in message, message
 
 
 def test_latent_of_another_family_fails_in_the_executor(comfy, image):

@@ -14,6 +14,7 @@ import types
 import pytest
 import torch
 
+from asserts import assert_clear
 from graphs import imagic_graph, sampler_only, write_input_image
 from pack import sub
 from test_graph import mse, reconstruction_loss
@@ -297,12 +298,6 @@ def test_unclip_image_embedding_passes_into_the_model(comfy):
 
 # --------------------------------------------------------------------------------------------------
 # Unsupported families: a clear error naming the family, before any work; never a silent wrong loss.
-
-
-def assert_clear(message: str, node_id: str, *words: str):
-    assert message.startswith(node_id + ":") and "Fix:" in message, message
-    for w in words:
-        assert w in message, message
 
 
 def test_inpainting_model_fails_in_the_executor(comfy, image, loader):

@@ -24,6 +24,8 @@ import torch
 from graphs import TARGET_TEXT, imagic_graph, write_input_image
 from pack import sub
 
+title = sub("nodes.errors").title
+
 FAST = dict(embed_steps=4, embed_lr=2e-2, tune_steps=6, tune_lr=3e-3, sample_steps=3, eta=0.7, seed=5)
 ATOL = 1e-5
 TESTS = Path(__file__).resolve().parent
@@ -183,7 +185,7 @@ def test_interop_with_comfyuis_save_lora_and_lora_model_loader(comfy, saved, ima
     assert torch.allclose(comfy.output("8")["samples"], saved["latent"], atol=ATOL, rtol=0)
     comfy.run(load_graph(image, name), expect_success=False)
     message = error_of(comfy)["exception_message"]
-    assert message.startswith("ImagicLoadFinetune:") and name in message and "plain LoRA" in message, message
+    assert message.startswith(title("ImagicLoadFinetune") + ":") and name in message and "plain LoRA" in message, message
 
 
 @pytest.mark.parametrize("family, seed, check, outcome", [
@@ -202,7 +204,7 @@ def test_loading_onto_another_base_model(comfy, saved, image, caplog, family, se
     warnings = [r.getMessage() for r in caplog.records if "another base model" in r.getMessage()]
     if outcome == "error":
         message = error_of(comfy)["exception_message"]
-        assert message.startswith("ImagicLoadFinetune:") and saved["name"] in message, message
+        assert message.startswith(title("ImagicLoadFinetune") + ":") and saved["name"] in message, message
         assert "another base model" in message and "Fix:" in message, message
         assert ("another architecture" if family != "sd15" else "other weights") in message, message
     elif outcome == "warning":
@@ -272,7 +274,7 @@ def test_bad_files_fail_with_a_clear_error_naming_the_file(comfy, saved, image, 
     error = error_of(comfy)
     message = error["exception_message"]
     assert error["node_type"] == "ImagicLoadFinetune", error
-    assert message.startswith("ImagicLoadFinetune:") and f"'{name}'" in message and "Fix:" in message, message
+    assert message.startswith(title("ImagicLoadFinetune") + ":") and f"'{name}'" in message and "Fix:" in message, message
     for w in words:
         assert w in message, message
     assert not marker.exists()  # nothing was unpickled
@@ -285,7 +287,7 @@ def test_the_prefix_cannot_leave_the_loras_folder(comfy, saved, prefix):
     before = sorted(p for p in comfy.base.rglob("*") if p.is_file())
     comfy.run(graph, expect_success=False)
     message = error_of(comfy)["exception_message"]
-    assert message.startswith("ImagicSaveFinetune:") and "filename_prefix" in message and "Fix:" in message, message
+    assert message.startswith(title("ImagicSaveFinetune") + ":") and "filename_prefix" in message and "Fix:" in message, message
     assert sorted(p for p in comfy.base.rglob("*") if p.is_file()) == before
     assert not Path("/tmp/imagic_escaped_00001_.safetensors").exists()
 
