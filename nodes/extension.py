@@ -3,6 +3,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .finetune_unet import ImagicFinetuneUNet
 from .interpolate_conditioning import ImagicInterpolateConditioning
+from .labelled_grid import ImagicLabelledGrid
 from .load_finetune import ImagicLoadFinetune
 from .optimize_embedding import ImagicOptimizeEmbedding
 from .save_finetune import ImagicSaveFinetune
@@ -12,4 +13,4 @@ from .tiny_checkpoint import ImagicTinyCheckpoint
 class ImagicExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [ImagicOptimizeEmbedding, ImagicFinetuneUNet, ImagicInterpolateConditioning, ImagicSaveFinetune,
-                ImagicLoadFinetune, ImagicTinyCheckpoint]
+                ImagicLoadFinetune, ImagicTinyCheckpoint, ImagicLabelledGrid]

@@ -1,0 +1,88 @@
+"""Labelled picture grids (input | edit, one tile per eta): tiles with a label strip above each.
+
+Pillow and torch only. The font is Pillow's built-in default (scalable when Pillow has FreeType, as its
+wheels do), sized to the tile so a label stays legible from 128 px tiles up; nothing is downloaded.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+GAP = 4  # px of background between tiles
+BACKGROUND = (255, 255, 255)
+INK = (0, 0, 0)
+MIN_FONT = 10
+
+
+def font_size(tile_width: int) -> int:
+    """14 px on a 128 px tile, growing with the tile up to 40 px."""
+    return max(14, min(40, tile_width // 9))
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ValueError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, size: int):
+    """The largest font (down to MIN_FONT) that fits ``text`` in ``width``, else the text cut with an ellipsis."""
+    while True:
+        font = _font(size)
+        if draw.textlength(text, font=font) <= width or size <= MIN_FONT:
+            break
+        size -= 1
+    while text and draw.textlength(text, font=font) > width:
+        text = text[:-2] + "…" if len(text) > 1 else ""
+    return text, font
+
+
+def label_strip(text: str, width: int, height: int) -> Image.Image:
+    """A ``width`` x ``height`` strip with ``text`` centred on it."""
+    strip = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(strip)
+    text, font = _fit(draw, text, width - 4, font_size(width))
+    if text:
+        draw.text((width / 2, height / 2), text, fill=INK, font=font, anchor="mm")
+    return strip
+
+
+def labelled_row(images: list[Image.Image], labels: list[str]) -> Image.Image:
+    """The images side by side, each under its label (one row of ``labelled_grid``)."""
+    return labelled_grid(images, labels, columns=len(images))
+
+
+def labelled_grid(images: list[Image.Image], labels: list[str], columns: int = 0) -> Image.Image:
+    """Tiles in rows of ``columns`` (0 = one row), each with its label in a strip above it. Tiles of
+    different sizes get cells of the largest size, the tile centred in its cell."""
+    if not images:
+        raise ValueError("no images to lay out")
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    columns = len(images) if columns <= 0 else min(columns, len(images))
+    rows = -(-len(images) // columns)
+    cell_w = max(im.width for im in images)
+    cell_h = max(im.height for im in images)
+    strip_h = round(font_size(cell_w) * 1.6) if any(labels) else 0
+    grid = Image.new("RGB", (columns * cell_w + (columns - 1) * GAP,
+                             rows * (strip_h + cell_h) + (rows - 1) * GAP), BACKGROUND)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        x = (i % columns) * (cell_w + GAP)
+        y = (i // columns) * (strip_h + cell_h + GAP)
+        if strip_h:
+            grid.paste(label_strip(label, cell_w, strip_h), (x, y))
+        grid.paste(image.convert("RGB"), (x + (cell_w - image.width) // 2, y + strip_h + (cell_h - image.height) // 2))
+    return grid
+
+
+def tensor_to_pils(images: torch.Tensor) -> list[Image.Image]:
+    """A ComfyUI IMAGE batch ([B, H, W, C] floats in 0..1) as one RGB PIL image per frame."""
+    arrays = (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return [Image.fromarray(a) for a in arrays]
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """One RGB PIL image as a ComfyUI IMAGE batch of one ([1, H, W, 3] floats in 0..1)."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
