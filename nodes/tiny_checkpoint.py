@@ -264,8 +264,11 @@ class ImagicTinyCheckpoint(io.ComfyNode):
             inputs=[
                 io.Combo.Input("family", options=list(FAMILIES), default="sd15",
                                tooltip="Model family to imitate: its conditioning widths, sampling and latent format."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
-                             tooltip="Seed of the random weights; the same seed gives the same model."),
+                # No "control after generate": a loader that re-rolls its seed on every Run would build a new
+                # model each time and retrain everything downstream.
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
+                             tooltip="Seed of the random weights; the same seed gives the same model (it stays as "
+                                     "set: nothing re-rolls it between runs)."),
             ],
             outputs=[
                 io.Model.Output(tooltip="The tiny diffusion model."),

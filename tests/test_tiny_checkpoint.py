@@ -148,6 +148,24 @@ def test_node_schema(tc):
     assert len(schema.outputs) == 3
 
 
+# Nodes that produce a model from nothing but widgets: none of their inputs may re-roll between runs.
+LOADERS = ("ImagicTinyCheckpoint", "ImagicLoadFinetune", "ImagicShapesCheckpoint")
+
+
+def test_no_loader_input_rerolls_by_itself(comfy):
+    """The frontend (1.27, widgets/useIntWidget) adds "control after generate" (default randomize) to an INT
+    input when its object_info says control_after_generate, or says nothing and the input is named seed or
+    noise_seed; a re-rolled loader seed builds a new model and retrains everything after it."""
+    info = sub("cli.workflow_api").object_info_in_process(LOADERS)
+    assert "ImagicTinyCheckpoint" in info and "ImagicLoadFinetune" in info
+    for node, entry in info.items():
+        for section in ("required", "optional"):
+            for name, spec in entry["input"].get(section, {}).items():
+                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                control = options.get("control_after_generate", name in ("seed", "noise_seed"))
+                assert control is False, f"{node}.{name} gets a control-after-generate widget"
+
+
 @pytest.mark.parametrize("family", ["sd15", "flux"])
 def test_runs_in_comfy_executor(comfy, family):
     import folder_paths
