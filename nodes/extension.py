@@ -1,6 +1,7 @@
 """The ComfyExtension that lists every Imagic node."""
 from comfy_api.latest import ComfyExtension, io
 
+from .auto_eta import ImagicAutoEta
 from .finetune_unet import ImagicFinetuneUNet
 from .interpolate_conditioning import ImagicInterpolateConditioning
 from .labelled_grid import ImagicLabelledGrid
@@ -13,4 +14,4 @@ from .tiny_checkpoint import ImagicTinyCheckpoint
 class ImagicExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [ImagicOptimizeEmbedding, ImagicFinetuneUNet, ImagicInterpolateConditioning, ImagicSaveFinetune,
-                ImagicLoadFinetune, ImagicTinyCheckpoint, ImagicLabelledGrid]
+                ImagicLoadFinetune, ImagicTinyCheckpoint, ImagicLabelledGrid, ImagicAutoEta]

@@ -51,11 +51,16 @@ class ImagicInterpolateConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, optimized, target, eta) -> io.NodeOutput:
-        out = []
-        for (o_tensor, o_extras), (t_tensor, t_extras) in _pairs(optimized, target):
-            extras = t_extras.copy()
-            o_pooled, t_pooled = o_extras.get("pooled_output"), t_extras.get("pooled_output")
-            if isinstance(o_pooled, torch.Tensor) and isinstance(t_pooled, torch.Tensor):
-                extras["pooled_output"] = _mix("pooled_output", t_pooled, o_pooled, eta)
-            out.append([_mix("token embedding", t_tensor, o_tensor, eta), extras])
-        return io.NodeOutput(out)
+        return io.NodeOutput(interpolated(optimized, target, eta))
+
+
+def interpolated(optimized: list, target: list, eta: float) -> list:
+    """The CONDITIONING eta * target + (1 - eta) * optimized (also used by Imagic Auto Eta)."""
+    out = []
+    for (o_tensor, o_extras), (t_tensor, t_extras) in _pairs(optimized, target):
+        extras = t_extras.copy()
+        o_pooled, t_pooled = o_extras.get("pooled_output"), t_extras.get("pooled_output")
+        if isinstance(o_pooled, torch.Tensor) and isinstance(t_pooled, torch.Tensor):
+            extras["pooled_output"] = _mix("pooled_output", t_pooled, o_pooled, eta)
+        out.append([_mix("token embedding", t_tensor, o_tensor, eta), extras])
+    return out

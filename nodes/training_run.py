@@ -93,8 +93,13 @@ def heldout_loss(model, conditioning: list, latent: dict, seed: int = 1234, n: i
     """The Imagic reconstruction loss of ``conditioning`` on ``n`` held-out noise draws, on the frozen model
     (the nodes' own code path, fp32): how well a model + embedding reconstruct the image (tests, bench)."""
     with torch.inference_mode(False), torch.no_grad():
-        base = private_model(model)
-        denoiser = ComfyDenoiser(base)
-        x0 = clean_latent(base, latent, model.load_device)
+        denoiser = frozen_denoiser(model)
+        x0 = clean_latent(denoiser.base, latent, model.load_device)
         noise, sigma = NoiseDraws(denoiser, x0, seed, batch=n).draw()
         return float(mean_loss(denoiser, x0, model_entries(conditioning, x0.device), noise, sigma))
+
+
+def frozen_denoiser(model) -> ComfyDenoiser:
+    """The frozen model (as the given MODEL runs, fp32, weights shared) as a Denoiser, for scoring: call it
+    outside inference mode, under ``torch.no_grad()``."""
+    return ComfyDenoiser(private_model(model))

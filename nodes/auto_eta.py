@@ -1,0 +1,137 @@
+"""Imagic Auto Eta: sample the edit at several eta from one fine-tune, score each with the frozen model, pick one."""
+from __future__ import annotations
+
+import json
+
+import comfy.samplers
+import torch
+from comfy_api.latest import io, ui
+
+import nodes as comfy_nodes  # ComfyUI's nodes.py (the pack's own package is imported relatively)
+
+from ..core.auto_eta import (
+    DEFAULT_RULE,
+    RULES,
+    choose,
+    eta_candidates,
+    score_edits,
+    score_table,
+    scores_json,
+)
+from ..core.grid import labelled_row, pil_to_tensor, tensor_to_pils
+from .comfy_model import clean_latent
+from .conditioning_io import model_entries
+from .errors import fail
+from .interpolate_conditioning import interpolated
+from .training_run import frozen_denoiser
+
+NODE_ID = "ImagicAutoEta"
+RULE_HELP = {
+    "first_positive": "the smallest eta whose output the target text explains better than e_opt does",
+    "half_gain": "the smallest eta reaching half of the largest text gain",
+    "max_gain": "the eta whose output the target text explains best",
+    "gain_minus_distance": "the largest text gain minus the distance to the input",
+}
+
+
+def sample(model, positive, negative, latent: dict, seed, steps, cfg, sampler_name, scheduler) -> torch.Tensor:
+    """One KSampler run from an empty latent of the input's shape (as the Imagic workflows sample)."""
+    empty = {"samples": torch.zeros_like(latent["samples"])}
+    return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                       empty, denoise=1.0)[0]["samples"]
+
+
+def score(model, latent: dict, outputs: list[torch.Tensor], etas: list[float], target, optimized, seed, draws):
+    """``core.auto_eta.score_edits`` on the frozen ``model`` (ComfyUI's latents converted to the model's space)."""
+    with torch.inference_mode(False), torch.no_grad():
+        denoiser = frozen_denoiser(model)
+        device = model.load_device
+        x_input = clean_latent(denoiser.base, latent, device)
+        xs = [clean_latent(denoiser.base, {"samples": x}, device) for x in outputs]
+        return score_edits(denoiser, x_input, xs, etas, model_entries(target, device),
+                           model_entries(optimized, device), seed=seed, draws=draws)
+
+
+class ImagicAutoEta(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_ID,
+            display_name="Imagic Auto Eta",
+            category="Imagic",
+            description=(
+                "Imagic step C with the eta picked for you. Samples the edit at several eta from one fine-tune "
+                "(ComfyUI's KSampler), scores each output with the frozen model only: how much better the target "
+                "text explains it than e_opt does (the model's own denoising loss on fixed noise draws), against "
+                "its distance to the input. Returns the chosen edit, a labelled grid of all, the chosen eta and "
+                "the scores. No external model."),
+            inputs=[
+                io.Model.Input("model", tooltip="The frozen base model (the one given to Imagic Optimize Embedding); "
+                                                "scores are computed with it."),
+                io.Model.Input("finetuned_model", tooltip="The fine-tuned model (Imagic Finetune UNet's model "
+                                                          "output); the edits are sampled with it."),
+                io.Conditioning.Input("optimized", tooltip="e_opt, from Imagic Optimize Embedding."),
+                io.Conditioning.Input("target", tooltip="e_tgt, the target text encoding."),
+                io.Conditioning.Input("negative", tooltip="The sampler's negative conditioning (e.g. an empty "
+                                                          "text)."),
+                io.Latent.Input("latent", tooltip="The input photo's latent (the one Imagic trained on); the edits "
+                                                  "are sampled at its size and compared with it."),
+                io.Vae.Input("vae", tooltip="The checkpoint's VAE, to decode the edits."),
+                io.Float.Input("eta_min", default=0.4, min=-10.0, max=10.0, step=0.05,
+                               tooltip="Smallest eta tried (0 = reconstruct the input)."),
+                io.Float.Input("eta_max", default=1.0, min=-10.0, max=10.0, step=0.05,
+                               tooltip="Largest eta tried (1 = the target text only)."),
+                io.Int.Input("count", default=7, min=1, max=32,
+                             tooltip="How many etas, evenly spaced from eta_min to eta_max (one sampling each)."),
+                io.Combo.Input("rule", options=list(RULES), default=DEFAULT_RULE,
+                               tooltip="How the scores choose: " + "; ".join(f"{k}: {v}" for k, v in RULE_HELP.items())
+                               + f". Default {DEFAULT_RULE}: measured best on the shapes benchmark "
+                                 "(bench/RESULTS.md)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Sampler seed (the same for every eta) and seed of the scoring draws."),
+                io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Sampler steps."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="ddim",
+                               tooltip="Sampler, as in KSampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="ddim_uniform",
+                               tooltip="Scheduler, as in KSampler."),
+                io.Int.Input("score_draws", default=32, min=1, max=1024, optional=True,
+                             tooltip="Noise draws per score (the same draws for every eta); more is steadier "
+                                     "and slower."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="The chosen edit, decoded."),
+                io.Latent.Output(display_name="latent", tooltip="The chosen edit's latent."),
+                io.Image.Output(display_name="grid", tooltip="input | every eta tried, labelled with eta and text "
+                                                             "gain; the chosen one marked with *."),
+                io.Float.Output(display_name="eta", tooltip="The chosen eta (e.g. for Imagic Save Finetune's "
+                                                            "suggested_eta)."),
+                io.String.Output(display_name="scores", tooltip="Every eta's scores and the choice, as JSON."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, finetuned_model, optimized, target, negative, latent, vae, eta_min, eta_max, count,
+                rule, seed, steps, cfg, sampler_name, scheduler, score_draws=32) -> io.NodeOutput:
+        samples = latent.get("samples") if isinstance(latent, dict) else None
+        if samples is None or samples.shape[0] != 1:
+            raise fail(NODE_ID, "the latent must hold exactly one image (the Imagic input)",
+                       "connect the VAE Encode output of the input photo")
+        if eta_min > eta_max:
+            raise fail(NODE_ID, f"eta_min {eta_min} is larger than eta_max {eta_max}", "swap them")
+        etas = eta_candidates(eta_min, eta_max, count)
+        outputs = [sample(finetuned_model, interpolated(optimized, target, eta), negative, latent, seed, steps, cfg,
+                          sampler_name, scheduler) for eta in etas]
+        scores = score(model, latent, outputs, etas, target, optimized, seed, score_draws)
+        chosen = choose(scores, rule)
+        images = vae.decode(torch.cat(outputs))
+        images = images.reshape((-1,) + tuple(images.shape[-3:]))
+        tiles = tensor_to_pils(torch.cat([vae.decode(samples).reshape((-1,) + tuple(images.shape[-3:])), images]))
+        labels = ["input"] + [f"{'*' if i == chosen else ''}eta {s.eta:.2f} {s.text_gain:+.3f}"
+                              for i, s in enumerate(scores)]
+        grid = pil_to_tensor(labelled_row(tiles, labels))
+        table = score_table(scores, chosen)
+        report = json.dumps(scores_json(scores, chosen, rule))
+        return io.NodeOutput(images[chosen:chosen + 1], {"samples": outputs[chosen]}, grid, scores[chosen].eta,
+                             report, ui={**ui.PreviewImage(grid, cls=cls).as_dict(), "text": (table,)})

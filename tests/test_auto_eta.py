@@ -1,0 +1,120 @@
+"""Imagic Auto Eta: the rules (host-free), and the node on the real executor (tiny model: plumbing and the
+score's sign; shapes model: it picks an eta whose edit reaches the target where eta 0 does not)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from asserts import assert_clear
+from graphs import imagic_graph, write_input_image
+from pack import sub
+
+auto = sub("core.auto_eta")
+TUNE = {"method": "lora", "tune_lr": 3e-3, "tune_steps": 40, "embed_steps": 30}
+
+
+def scores(*gains, distances=None):
+    """EtaScores at eta 0.4, 0.5, ... with the given text gains (loss_optimized 1, loss_target 1 - gain)."""
+    distances = distances or [0.1 * k for k in range(len(gains))]
+    return [auto.EtaScore(eta=round(0.4 + 0.1 * k, 2), loss_target=1.0 - g, loss_optimized=1.0, distance=d)
+            for k, (g, d) in enumerate(zip(gains, distances))]
+
+
+def test_rules_choose_by_the_text_gain():
+    s = scores(-0.2, -0.05, 0.01, 0.3, 0.5, 0.4)
+    assert auto.choose(s, "max_gain") == 4
+    assert auto.choose(s, "first_positive") == 2  # the smallest eta the target text explains better
+    assert auto.choose(s, "half_gain") == 3  # -0.2 + 0.5 * 0.7 = 0.15: first reached at index 3
+    far = scores(-0.2, -0.05, 0.01, 0.3, 0.5, 0.4, distances=[0.0, 0.05, 0.1, 0.6, 0.9, 1.0])
+    assert auto.choose(far, "gain_minus_distance") == 2  # 0.01 - 0.1 beats 0.3 - 0.6 and 0.5 - 0.9
+    assert auto.choose(s, "gain_minus_distance") == 4  # near ones: 0.5 - 0.4 wins
+    none = scores(-0.3, -0.2, -0.1)
+    assert [auto.choose(none, r) for r in ("first_positive", "gain_minus_distance")] == [2, 2]  # best gain
+    with pytest.raises(ValueError, match="unknown rule"):
+        auto.choose(s, "nope")
+
+
+def test_rules_look_at_eta_order_not_list_order():
+    s = scores(-0.2, 0.1, 0.3)
+    assert auto.choose(list(reversed(s)), "first_positive") == 1  # eta 0.5 in the reversed list
+
+
+def test_eta_candidates():
+    assert auto.eta_candidates(0.4, 1.0, 7) == [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert auto.eta_candidates(0.7, 0.7, 3) == [0.7]
+    assert auto.eta_candidates(0.0, 1.0, 1) == [1.0]
+
+
+def test_score_table_marks_the_choice():
+    s = scores(-0.2, 0.1, 0.3)
+    table = auto.score_table(s, 1).splitlines()
+    assert "<- chosen" in table[2] and "<- chosen" not in table[1] + table[3]
+    assert json.loads(json.dumps(auto.scores_json(s, 1, "first_positive")))["eta"] == 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# On the real executor, tiny random model.
+
+
+def auto_eta_graph(image: str, **overrides) -> dict:
+    """The test Imagic graph with Imagic Auto Eta (node 20) sampling from the fine-tune, and a Save Image."""
+    graph = imagic_graph(image, **TUNE)
+    inputs = {"model": ["1", 0], "finetuned_model": ["6", 0], "optimized": ["5", 0], "target": ["2", 0],
+              "negative": ["2", 0], "latent": ["4", 0], "vae": ["1", 2], "eta_min": 0.0, "eta_max": 1.0,
+              "count": 3, "rule": "max_gain", "seed": 0, "steps": 4, "cfg": 1.0, "sampler_name": "euler",
+              "scheduler": "normal", "score_draws": 8}
+    inputs.update(overrides)
+    graph["20"] = {"class_type": "ImagicAutoEta", "inputs": inputs}
+    graph["21"] = {"class_type": "SaveImage", "inputs": {"images": ["20", 2], "filename_prefix": "auto_eta"}}
+    for node in ("7", "8", "9", "10"):  # the fixed-eta branch is not needed
+        del graph[node]
+    return graph
+
+
+@pytest.fixture(scope="module")
+def image(comfy):
+    return write_input_image(comfy.base / "input", "auto_eta_input.png")
+
+
+def test_node_outputs_the_chosen_edit_of_the_stock_sampler(comfy, image):
+    comfy.run(auto_eta_graph(image))
+    report = json.loads(comfy.output("20", 4))
+    etas = [s["eta"] for s in report["scores"]]
+    assert etas == [0.0, 0.5, 1.0] and report["rule"] == "max_gain"
+    chosen = report["chosen"]
+    gains = [s["text_gain"] for s in report["scores"]]
+    assert chosen == gains.index(max(gains)) and comfy.output("20", 3) == etas[chosen]
+    latent, image_out, grid = comfy.output("20", 1)["samples"], comfy.output("20", 0), comfy.output("20", 2)
+    assert image_out.shape[0] == 1 and grid.shape[0] == 1 and grid.shape[2] > 4 * image_out.shape[2]
+    ui = comfy.executor.history_result["outputs"]["20"]
+    assert ui["images"] and "<- chosen" in ui["text"][0]
+    # the chosen latent is what the stock nodes sample at that eta with the same seed
+    stock = imagic_graph(image, eta=etas[chosen], sample_steps=4, **TUNE)
+    stock["11"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    stock["8"]["inputs"]["latent_image"] = ["11", 0]  # as the imagic_edit workflow samples
+    comfy.run(stock)
+    assert torch.equal(comfy.output("8")["samples"], latent)
+
+
+def test_the_input_itself_scores_below_zero(comfy, image):
+    """e_opt was optimised to explain the input: the target text explains it worse (negative gain), and the
+    distance of the input to itself is 0."""
+    comfy.run(auto_eta_graph(image))
+    node = sub("nodes.auto_eta")
+    model, latent = comfy.output("1"), comfy.output("4")
+    (s,) = node.score(model, latent, [latent["samples"]], [0.0], comfy.output("2"), comfy.output("5"), 0, 16)
+    assert s.text_gain < 0 and s.distance == 0.0, s
+
+
+def test_bad_eta_range_is_a_clear_error(comfy, image):
+    comfy.run(auto_eta_graph(image, eta_min=0.9, eta_max=0.3), expect_success=False)
+    error = comfy.events("execution_error")[0]
+    assert_clear(Exception(error["exception_message"]), "ImagicAutoEta", "eta_min", "eta_max")
+
+
+def test_schema_has_tooltips_and_a_help_page(comfy):
+    schema = comfy.nodes.NODE_CLASS_MAPPINGS["ImagicAutoEta"].GET_SCHEMA()
+    assert schema.category == "Imagic" and schema.description
+    assert all(i.tooltip for i in schema.inputs) and all(o.tooltip for o in schema.outputs)
+    assert (sub("cli.comfy_host").PACK_DIR / "js" / "docs" / "ImagicAutoEta.md").is_file()
