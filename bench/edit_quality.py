@@ -1,0 +1,419 @@
+"""Edit quality on the shapes world: held-out inputs x one-attribute edits x seeds, every method, ground truth.
+
+    python bench/edit_quality.py                    # the full table (see --rows); tens of minutes on 2 cores
+    python bench/edit_quality.py --quick            # 2 inputs x 3 edits x 1 seed, short training: plumbing
+    python bench/edit_quality.py --rows imagic_lora sdedit t2i --inputs 4
+
+Every output is made by a graph on ComfyUI's real executor with the stock nodes (Load Image, VAE Encode,
+CLIP Text Encode, KSampler, VAE Decode) and the shipped shapes model (Imagic Shapes Checkpoint). The inputs
+are renders of the held-out caption combinations (``core.shapes_world.HELD_OUT``), never seen in training,
+with their unnamed details (background, size, jitter) drawn from a seed. Each input gets three edits, one
+per named attribute (colour -> the next colour, shape -> the next shape, position -> the opposite side),
+and each edit runs with every ``--seeds`` value (training seed = sampler seed).
+
+Rows:
+
+* ``imagic_*``: the Imagic nodes with a fine-tune setting; one fine-tune per edit and seed, sampled at every
+  eta of ``--etas`` (one row per eta) and scored by Imagic Auto Eta's scoring (one row per rule).
+* ``community``: the diffusers community pipeline's recipe on our nodes: 500 embedding steps at 1e-3,
+  1000 full fine-tune steps at 2e-6, alpha (eta) 1.2.
+* ``sdedit``: KSampler from the input's latent with the target text, denoise 0.4 / 0.6 / 0.8.
+* ``t2i``: text-to-image from the target text.
+
+Columns (the reader of ``core.shapes_world`` on the decoded output):
+
+* target: the edited attribute reads as the target value (a blended colour is a failure);
+* others: the other two named attributes read as the input's;
+* unnamed: object size within ``SIZE_TOL`` and background within ``BACKGROUND_TOL`` of the input's reading;
+* all: the three at once; s/edit: wall seconds per edit (training + one sampling), on this machine.
+
+Rates come with a 95 % Wilson interval, seconds with a 95 % normal interval of the mean. Every output's
+readings go to ``--out``/outputs.jsonl, the table to stdout and ``--out``/table.md, and a picture grid
+(input | SDEdit 0.6 | Imagic at several eta | auto) to ``--out``/grid.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE_TOL = 0.03  # sqrt(area)/side: the world's sizes span ~0.23-0.34; the reader is exact to ~0.01 on renders
+BACKGROUND_TOL = 0.06  # grey level: the world's backgrounds span 0.25-0.75
+ATTRIBUTES = ("colour", "shape", "position")
+OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    kind: str  # imagic | sdedit | t2i
+    params: dict = field(default_factory=dict)
+
+
+def imagic(name: str, **params) -> Row:
+    base = {"embed_steps": 150, "embed_lr": 5e-3, "tune_steps": 300, "tune_lr": 1e-3, "method": "lora", "rank": 8}
+    return Row(name, "imagic", {**base, **params})
+
+
+ROWS = {
+    "imagic_lora": imagic("Imagic lora (r8, 300 steps, 1e-3)"),
+    "imagic_lora_long": imagic("Imagic lora (r8, 600 steps, 1e-3)", tune_steps=600),
+    "imagic_full": imagic("Imagic full (300 steps, 1e-4)", method="full", tune_lr=1e-4),
+    "imagic_full_strong": imagic("Imagic full (300 steps, 3e-4)", method="full", tune_lr=3e-4),
+    "imagic_full_weak": imagic("Imagic full (300 steps, 3e-5)", method="full", tune_lr=3e-5),
+    "community": Row("community recipe (A 500 @1e-3, B full 1000 @2e-6)", "imagic",
+                     {"embed_steps": 500, "embed_lr": 1e-3, "tune_steps": 1000, "tune_lr": 2e-6, "method": "full",
+                      "rank": 8, "etas": [1.2]}),
+    "sdedit": Row("SDEdit", "sdedit", {"denoise": [0.4, 0.6, 0.8]}),
+    "t2i": Row("text-to-image", "t2i"),
+}
+DEFAULT_ROWS = ["imagic_lora", "imagic_full", "community", "sdedit", "t2i"]
+QUICK = {"embed_steps": 20, "tune_steps": 20}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), help=f"default: {' '.join(DEFAULT_ROWS)}")
+    p.add_argument("--inputs", type=int, default=8, help="held-out inputs (at most 8)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--etas", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--sampler", default="euler")
+    p.add_argument("--scheduler", default="normal")
+    p.add_argument("--score-draws", type=int, default=32)
+    p.add_argument("--quick", action="store_true", help="2 inputs, 1 seed, 20 training steps: checks the plumbing")
+    p.add_argument("--tiny", action="store_true", help="the tiny random model instead of the shapes model "
+                                                       "(plumbing only: its pictures are noise)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 was faster under contention)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "edit_quality")
+    p.add_argument("--summarise", type=Path, nargs="+", metavar="OUTPUTS.jsonl",
+                   help="no run: the table of earlier runs' outputs.jsonl files (together)")
+    args = p.parse_args(argv)
+    args.rows = args.rows or DEFAULT_ROWS
+    if args.quick:
+        args.inputs, args.seeds = min(args.inputs, 2), args.seeds[:1]
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The edits.
+
+
+@dataclass(frozen=True)
+class Edit:
+    index: int
+    source: tuple  # (colour, shape, position)
+    attribute: str
+    target: tuple
+    scene_seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.index:02d}_{self.attribute}"
+
+
+def edited(combo: tuple, attribute: str, world) -> tuple:
+    colour, shape, position = combo
+    if attribute == "colour":
+        names = list(world.COLOURS)
+        return names[(names.index(colour) + 1) % len(names)], shape, position
+    if attribute == "shape":
+        return colour, world.SHAPES[(world.SHAPES.index(shape) + 1) % len(world.SHAPES)], position
+    return colour, shape, OPPOSITE[position]
+
+
+def plan(n_inputs: int, world) -> list[Edit]:
+    return [Edit(k, combo, a, edited(combo, a, world), 100 + k)
+            for k, combo in enumerate(world.HELD_OUT[:n_inputs]) for a in ATTRIBUTES]
+
+
+def judge(reading, source_reading, edit: Edit) -> dict:
+    """The four columns for one output."""
+    wanted = dict(zip(ATTRIBUTES, edit.target, strict=True))
+    got = {"colour": reading.colour, "shape": reading.shape, "position": reading.position}
+    target = got[edit.attribute] == wanted[edit.attribute]
+    others = all(got[a] == wanted[a] for a in ATTRIBUTES if a != edit.attribute)
+    unnamed = (abs(reading.size - source_reading.size) <= SIZE_TOL
+               and abs(reading.background - source_reading.background) <= BACKGROUND_TOL)
+    return {"target": target, "others": others, "unnamed": unnamed, "all": target and others and unnamed,
+            "read": got, "size": reading.size, "background": reading.background}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Graphs (API format) on the stock nodes.
+
+
+class Runner:
+    """ComfyUI's executor in this process (the headless command's), with the outputs of the last run."""
+
+    def __init__(self, pack, tiny: bool):
+        import asyncio  # noqa: F401  (validate_prompt is a coroutine)
+
+        import execution
+
+        self.execution = execution
+        self.executor = execution.PromptExecutor(pack("cli.headless")._NoServer(),
+                                                 cache_type=execution.CacheType.CLASSIC)
+        self.loader = ({"class_type": "ImagicTinyCheckpoint", "inputs": {"family": "sd15", "seed": 0}} if tiny
+                       else {"class_type": "ImagicShapesCheckpoint", "inputs": {}})
+
+    def run(self, prompt: dict) -> float:
+        import asyncio
+
+        start = time.perf_counter()
+        ok, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+        if not ok:
+            raise RuntimeError(f"invalid prompt: {error} {node_errors}")
+        self.executor.execute(prompt, str(uuid.uuid4()), {}, outputs)
+        if not self.executor.success:
+            errors = [d for e, d in self.executor.status_messages if e == "execution_error"]
+            raise RuntimeError(errors[0]["exception_message"] if errors else "the prompt did not finish")
+        return time.perf_counter() - start
+
+    def output(self, node_id: str, index: int = 0):
+        return self.executor.caches.outputs.get(str(node_id))[index][0]
+
+
+def common(runner: Runner, image: str, text: str) -> dict:
+    return {
+        "1": runner.loader,
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": text}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "4": {"class_type": "VAEEncode", "inputs": {"pixels": ["3", 0], "vae": ["1", 2]}},
+        "12": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "13": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+    }
+
+
+def sampler(args, model, positive, latent, seed: int, denoise: float = 1.0) -> dict:
+    return {"class_type": "KSampler",
+            "inputs": {"model": model, "positive": positive, "negative": ["12", 0], "latent_image": latent,
+                       "seed": seed, "steps": args.sample_steps, "cfg": args.cfg, "sampler_name": args.sampler,
+                       "scheduler": args.scheduler, "denoise": denoise}}
+
+
+def decoded(sampler_node: str) -> dict:
+    return {"class_type": "VAEDecode", "inputs": {"samples": [sampler_node, 0], "vae": ["1", 2]}}
+
+
+def preview(node: str) -> dict:
+    return {"class_type": "PreviewImage", "inputs": {"images": [node, 0]}}
+
+
+def imagic_training(prompt: dict, p: dict, seed: int) -> None:
+    prompt["5"] = {"class_type": "ImagicOptimizeEmbedding",
+                   "inputs": {"model": ["1", 0], "conditioning": ["2", 0], "latent": ["4", 0],
+                              "steps": p["embed_steps"], "learning_rate": p["embed_lr"], "seed": seed}}
+    prompt["6"] = {"class_type": "ImagicFinetuneUNet",
+                   "inputs": {"model": ["1", 0], "conditioning": ["5", 0], "latent": ["4", 0],
+                              "steps": p["tune_steps"], "learning_rate": p["tune_lr"], "method": p["method"],
+                              "lora_rank": p["rank"], "seed": seed}}
+
+
+def run_imagic(runner: Runner, args, row: Row, image: str, text: str, seed: int, pack) -> tuple[dict, float, dict]:
+    """Images per eta, seconds for the edit (training + one sampling), and Imagic Auto Eta's scores of them."""
+    p = dict(row.params)
+    if args.quick:
+        p.update(QUICK)
+    etas = p.get("etas", args.etas)
+    images, latents, seconds = {}, [], None
+    for k, eta in enumerate(etas):
+        prompt = common(runner, image, text)
+        imagic_training(prompt, p, seed)
+        prompt["7"] = {"class_type": "ImagicInterpolateConditioning",
+                       "inputs": {"optimized": ["5", 0], "target": ["2", 0], "eta": eta}}
+        prompt["8"] = sampler(args, ["6", 0], ["7", 0], ["13", 0], seed)
+        prompt["9"] = decoded("8")
+        prompt["10"] = preview("9")
+        took = runner.run(prompt)
+        seconds = took if k == 0 else seconds  # the first eta ran the training
+        images[eta] = runner.output("9")
+        latents.append(runner.output("8")["samples"])
+    scores = None
+    if len(etas) > 1:  # Imagic Auto Eta's own scoring (nodes.auto_eta.score) of the stock sampler's outputs;
+        # tests/test_auto_eta.py checks that the node samples exactly these latents
+        start = time.perf_counter()
+        scored = pack("nodes.auto_eta").score(runner.output("1"), runner.output("4"), latents, etas,
+                                              runner.output("2"), runner.output("5"), seed, args.score_draws)
+        scores = {"seconds": time.perf_counter() - start, "scores": scored}
+    return images, seconds, scores
+
+
+def run_baseline(runner: Runner, args, row: Row, image: str, text: str, seed: int) -> tuple[dict, dict]:
+    """{setting: image}, {setting: seconds}."""
+    images, seconds = {}, {}
+    settings = row.params.get("denoise", [1.0])
+    for d in settings:
+        prompt = common(runner, image, text)
+        latent = ["4", 0] if row.kind == "sdedit" else ["13", 0]
+        prompt["8"] = sampler(args, ["1", 0], ["2", 0], latent, seed, d)
+        prompt["9"] = decoded("8")
+        prompt["10"] = preview("9")
+        seconds[d] = runner.run(prompt)
+        images[d] = runner.output("9")
+    return images, seconds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics and the table.
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    m = statistics.fmean(values)
+    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return m, half
+
+
+def summarise(records: list[dict]) -> dict[str, dict]:
+    """{row label: {column: (rate, lo, hi)} + seconds} in first-seen order."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["row"], []).append(r)
+    out = {}
+    for label, rs in groups.items():
+        out[label] = {c: wilson(sum(r[c] for r in rs), len(rs)) for c in ("target", "others", "unnamed", "all")}
+        out[label]["n"] = len(rs)
+        out[label]["seconds"] = mean_ci([r["seconds"] for r in rs])
+    return out
+
+
+def table(summary: dict[str, dict]) -> str:
+    lines = ["| row | n | target reached | others kept | unnamed kept | all at once | s/edit |",
+             "|---|---|---|---|---|---|---|"]
+    for label, s in summary.items():
+        cells = [f"{s[c][0]:.2f} [{s[c][1]:.2f}, {s[c][2]:.2f}]" for c in ("target", "others", "unnamed", "all")]
+        m, half = s["seconds"]
+        lines.append(f"| {label} | {s['n']} | " + " | ".join(cells) + f" | {m:.1f} ± {half:.1f} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def outputs_of(row: Row, runner: Runner, args, image: str, text: str, seed: int, pack):
+    """(row label, decoded image, seconds per edit, extra fields) for every output of ``row`` on one edit."""
+    if row.kind != "imagic":
+        images, seconds = run_baseline(runner, args, row, image, text, seed)
+        for setting, im in images.items():
+            yield (f"{row.name} {setting:g}" if row.kind == "sdedit" else row.name), im, seconds[setting], {}
+        return
+    auto = pack("core.auto_eta")
+    images, seconds, scores = run_imagic(runner, args, row, image, text, seed, pack)
+    for eta, im in images.items():
+        yield f"{row.name}, eta {eta:g}", im, seconds, {}
+    if scores is not None:
+        scored = scores["scores"]
+        extra = {"scores": [s.as_dict() for s in scored]}
+        for rule in auto.RULES:
+            eta = scored[auto.choose(scored, rule)].eta
+            yield f"{row.name}, auto ({rule})", images[eta], seconds + scores["seconds"], {"chosen_eta": eta, **extra}
+
+
+def report(records: list[dict], out: Path) -> None:
+    text = table(summarise(records))
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.summarise:
+        records = [json.loads(line) for f in args.summarise for line in f.read_text().splitlines() if line.strip()]
+        report(records, args.out)
+        return 0
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(ROOT / "cli"))
+    import comfy_host
+
+    comfy_host.boot(comfy_host.find_comfyui(), Path(tempfile.mkdtemp(prefix="imagic_quality_")), cpu=True,
+                    stand_ins=True)
+    pack = comfy_host.pack_module
+    world = pack("core.shapes_world")
+    grid = pack("core.grid")
+    runner = Runner(pack, args.tiny)
+    from PIL import Image
+
+    import folder_paths
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    input_dir = Path(folder_paths.get_input_directory())
+    records, pictures = [], {}
+    log = open(args.out / "outputs.jsonl", "w")  # one line per output as it comes: a cut-short run still counts
+    edits = plan(args.inputs, world)
+    print(f"{len(edits)} edits x {len(args.seeds)} seeds; rows: {', '.join(args.rows)}", flush=True)
+    for edit in edits:
+        scene = world.scene_for_seed(*edit.source, edit.scene_seed)
+        pixels = world.render(scene)
+        name = f"input_{edit.index:02d}.png"
+        Image.fromarray((pixels * 255).round().astype(np.uint8)).save(input_dir / name)
+        source_reading = world.read(pixels)
+        text = world.caption(*edit.target)
+        for seed in args.seeds:
+            for row_key in args.rows:
+                for label, image, seconds, extra in outputs_of(ROWS[row_key], runner, args, name, text, seed, pack):
+                    picture = image[0].float().cpu().numpy()
+                    verdict = judge(world.read(picture), source_reading, edit)
+                    records.append({"row": label, "row_key": row_key, "edit": edit.key, "attribute": edit.attribute,
+                                    "source": edit.source, "target_combo": edit.target, "seed": seed,
+                                    "seconds": seconds, **verdict, **extra})
+                    log.write(json.dumps(records[-1]) + "\n")
+                    log.flush()
+                    if seed == args.seeds[0]:
+                        pictures[(edit.key, label)] = picture
+            done = sum(1 for r in records if r["seed"] == seed and r["edit"] == edit.key)
+            print(f"{edit.key} seed {seed}: {done} outputs, {len(records)} in all", flush=True)
+        pictures[(edit.key, "input")] = pixels
+        pictures[(edit.key, "input_label")] = f"input -> {edit.target[ATTRIBUTES.index(edit.attribute)]}"
+    log.close()
+    report(records, args.out)
+    write_grid(pictures, records, grid, args.out / "grid.png")
+    return 0
+
+
+def write_grid(pictures: dict, records: list[dict], grid, path: Path) -> None:
+    """One row per edit (first seed): input | SDEdit 0.6 | the first Imagic row at each eta | its auto choice."""
+    from PIL import Image
+
+    labels_in_order = list(dict.fromkeys(r["row"] for r in records))
+    imagic_rows = [r for r in labels_in_order if ", eta " in r]
+    first = imagic_rows[0].rsplit(", eta ", 1)[0] if imagic_rows else None
+    columns = ["input"] + [r for r in labels_in_order if r.startswith("SDEdit 0.6")]
+    if first:
+        columns += [r for r in imagic_rows if r.startswith(first)]
+        columns += [r for r in labels_in_order if r.startswith(f"{first}, auto (first_positive")]
+    tiles, labels = [], []
+    for key in dict.fromkeys(k for k, _ in pictures):
+        for col in columns:
+            if (key, col) in pictures:
+                tiles.append(Image.fromarray((np.clip(pictures[(key, col)], 0, 1) * 255).round().astype(np.uint8)))
+                label = pictures[(key, "input_label")] if col == "input" else col
+                labels.append(label.replace(f"{first}, ", "") if first else label)
+    if tiles:
+        grid.labelled_grid(tiles, labels, columns=len(columns)).save(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
