@@ -96,6 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="2 inputs, 1 seed, 20 training steps: checks the plumbing")
     p.add_argument("--tiny", action="store_true", help="the tiny random model instead of the shapes model "
                                                        "(plumbing only: its pictures are noise)")
+    p.add_argument("--ckpt", type=Path, help="another shapes checkpoint (default: the shipped one)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 was faster under contention)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "edit_quality")
     p.add_argument("--summarise", type=Path, nargs="+", metavar="OUTPUTS.jsonl",
@@ -353,6 +354,8 @@ def main(argv=None) -> int:
     pack = comfy_host.pack_module
     world = pack("core.shapes_world")
     grid = pack("core.grid")
+    if args.ckpt:
+        pack("nodes.shapes_checkpoint").CHECKPOINT = args.ckpt.resolve()  # what Imagic Shapes Checkpoint loads
     runner = Runner(pack, args.tiny)
     from PIL import Image
 

@@ -52,7 +52,7 @@ def score_edits(denoiser: Denoiser, x_input: torch.Tensor, outputs: list[torch.T
     scale = x_input.float().var().clamp_min(1e-12)
     scores = []
     with torch.no_grad():
-        for eta, x in zip(etas, outputs):
+        for eta, x in zip(etas, outputs, strict=True):
             x = x.to(x_input.device, x_input.dtype)
             scores.append(EtaScore(
                 eta=float(eta),

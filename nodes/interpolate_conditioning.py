@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+
 from comfy_api.latest import io
 
 from ..core.conditioning import interpolate
@@ -37,16 +38,20 @@ class ImagicInterpolateConditioning(io.ComfyNode):
             display_name="Imagic Interpolate Conditioning",
             category="Imagic",
             description=(
-                "Imagic step C. Mixes the optimised embedding and the target text: eta * target + (1 - eta) * optimized, "
-                "on the token embeddings and on pooled_output. eta 0 reconstructs the input image, eta 1 follows the "
-                "text; the paper uses 0.6-0.8. Values outside [0, 1] extrapolate. Other keys come from the target."),
+                "Imagic step C. Mixes the optimised embedding and the target text: eta * target + (1 - eta) * "
+                "optimized, on the token embeddings and on pooled_output. eta 0 reconstructs the input image, eta 1 "
+                "follows the text; the paper uses 0.6-0.8. Values outside [0, 1] extrapolate. Other keys come from "
+                "the target."),
             inputs=[
                 io.Conditioning.Input("optimized", tooltip="e_opt, from Imagic Optimize Embedding."),
-                io.Conditioning.Input("target", tooltip="e_tgt, the target text encoding (it may be a new text of the same token length)."),
+                io.Conditioning.Input("target", tooltip="e_tgt, the target text encoding (it may be a new text of the "
+                                                        "same token length)."),
                 io.Float.Input("eta", default=0.7, min=-10.0, max=10.0, step=0.01,
-                               tooltip="0 = reconstruct the input, 1 = the target text; paper: 0.6-0.8. Outside [0, 1] extrapolates."),
+                               tooltip="0 = reconstruct the input, 1 = the target text; paper: 0.6-0.8. Outside "
+                                       "[0, 1] extrapolates."),
             ],
-            outputs=[io.Conditioning.Output(tooltip="eta * target + (1 - eta) * optimized, for the sampler's positive input.")],
+            outputs=[io.Conditioning.Output(tooltip="eta * target + (1 - eta) * optimized, for the sampler's positive "
+                                                    "input.")],
         )
 
     @classmethod

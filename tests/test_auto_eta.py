@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from asserts import assert_clear
 from graphs import imagic_graph, write_input_image
 from pack import sub
@@ -18,7 +21,7 @@ def scores(*gains, distances=None):
     """EtaScores at eta 0.4, 0.5, ... with the given text gains (loss_optimized 1, loss_target 1 - gain)."""
     distances = distances or [0.1 * k for k in range(len(gains))]
     return [auto.EtaScore(eta=round(0.4 + 0.1 * k, 2), loss_target=1.0 - g, loss_optimized=1.0, distance=d)
-            for k, (g, d) in enumerate(zip(gains, distances))]
+            for k, (g, d) in enumerate(zip(gains, distances, strict=True))]
 
 
 def test_rules_choose_by_the_text_gain():
@@ -118,3 +121,46 @@ def test_schema_has_tooltips_and_a_help_page(comfy):
     assert schema.category == "Imagic" and schema.description
     assert all(i.tooltip for i in schema.inputs) and all(o.tooltip for o in schema.outputs)
     assert (sub("cli.comfy_host").PACK_DIR / "js" / "docs" / "ImagicAutoEta.md").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# On the shapes model: an edit whose truth is known.
+
+SHAPES_TUNE = {"method": "lora", "embed_steps": 100, "embed_lr": 5e-3, "tune_steps": 150, "tune_lr": 1e-3,
+               "sample_steps": 20, "cfg": 5.0}
+SHAPES_EDIT = (("red", "circle", "left"), "colour", ("blue", "circle", "left"))  # held out of training
+
+
+def shapes_graph(image: str, text: str, eta: float = 0.0) -> dict:
+    """The Imagic graph on the shipped shapes model, sampled as its text-to-image is (empty negative, empty
+    latent), with Imagic Auto Eta (node 20) from eta 0 to 1."""
+    graph = imagic_graph(image, text=text, eta=eta, **SHAPES_TUNE)
+    graph["1"] = {"class_type": "ImagicShapesCheckpoint", "inputs": {}}
+    graph["12"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}}
+    graph["13"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}}
+    graph["8"]["inputs"].update(negative=["12", 0], latent_image=["13", 0])
+    graph["20"] = {"class_type": "ImagicAutoEta", "inputs": {
+        "model": ["1", 0], "finetuned_model": ["6", 0], "optimized": ["5", 0], "target": ["2", 0],
+        "negative": ["12", 0], "latent": ["4", 0], "vae": ["1", 2], "eta_min": 0.0, "eta_max": 1.0, "count": 5,
+        "rule": sub("core.auto_eta").DEFAULT_RULE, "seed": 0, "steps": SHAPES_TUNE["sample_steps"],
+        "cfg": SHAPES_TUNE["cfg"], "sampler_name": "euler", "scheduler": "normal"}}
+    graph["21"] = {"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}}
+    return graph
+
+
+def test_on_the_shapes_model_auto_eta_reaches_the_target_where_eta_0_does_not(comfy):
+    checkpoint = sub("nodes.shapes_checkpoint").CHECKPOINT
+    if not checkpoint.is_file():
+        pytest.skip(f"the shapes model {checkpoint} is not there yet")
+    world = sub("core.shapes_world")
+    source, attribute, target = SHAPES_EDIT
+    pixels = world.render(world.scene_for_seed(*source, 100))
+    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(comfy.base / "input" / "shapes_auto_eta.png")
+    comfy.run(shapes_graph("shapes_auto_eta.png", world.caption(*target)))
+    eta0 = world.read(comfy.output("9")[0].float().numpy())  # the fixed-eta branch at eta 0
+    chosen = world.read(comfy.output("20")[0].float().numpy())
+    report = json.loads(comfy.output("20", 4))
+    k = ("colour", "shape", "position").index(attribute)
+    assert getattr(eta0, attribute) == source[k], (eta0, report)  # eta 0 reconstructs: no edit
+    assert getattr(chosen, attribute) == target[k], (chosen, report)  # the chosen eta edits
+    assert report["eta"] > 0
