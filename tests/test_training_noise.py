@@ -52,7 +52,8 @@ def test_noise_levels_cover_the_whole_range_uniformly(denoiser):
     assert sigmas.shape == (DRAWS,) and sigmas.dtype == torch.float32 and torch.isfinite(sigmas).all()
     p = fractions(d, sigmas)
     ks = ks_uniform(p)
-    print(f"\n{family}: fractions min {p.min():.4f} max {p.max():.4f} mean {p.mean():.4f} std {p.std():.4f} KS {ks:.4f}")
+    print(f"\n{family}: fractions min {p.min():.4f} max {p.max():.4f} mean {p.mean():.4f} std {p.std():.4f} "
+          f"KS {ks:.4f}")
     assert p.min() < 0.01 and p.max() > 0.99, (p.min(), p.max())  # both ends of the schedule are trained
     assert abs(p.mean() - 0.5) < 0.015, p.mean()  # U(0, 1): mean 1/2, std 1/sqrt(12) = 0.2887
     assert abs(p.std() - 12 ** -0.5) < 0.01, p.std()
