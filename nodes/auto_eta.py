@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 
-import comfy.samplers
 import torch
-from comfy_api.latest import io, ui
 
+import comfy.samplers
 import nodes as comfy_nodes  # ComfyUI's nodes.py (the pack's own package is imported relatively)
+from comfy_api.latest import io, ui
 
 from ..core.auto_eta import (
     DEFAULT_RULE,
@@ -131,7 +131,8 @@ class ImagicAutoEta(io.ComfyNode):
         labels = ["input"] + [f"{'*' if i == chosen else ''}eta {s.eta:.2f} {s.text_gain:+.3f}"
                               for i, s in enumerate(scores)]
         grid = pil_to_tensor(labelled_row(tiles, labels))
-        table = score_table(scores, chosen)
-        report = json.dumps(scores_json(scores, chosen, rule))
+        report = scores_json(scores, chosen, rule)
+        shown = {**ui.PreviewImage(grid, cls=cls).as_dict(), "text": (score_table(scores, chosen),),
+                 "imagic_auto_eta": [report]}  # the chart on the node (js/imagic_auto_eta_chart.js)
         return io.NodeOutput(images[chosen:chosen + 1], {"samples": outputs[chosen]}, grid, scores[chosen].eta,
-                             report, ui={**ui.PreviewImage(grid, cls=cls).as_dict(), "text": (table,)})
+                             json.dumps(report), ui=shown)

@@ -91,7 +91,7 @@ def test_node_outputs_the_chosen_edit_of_the_stock_sampler(comfy, image):
     latent, image_out, grid = comfy.output("20", 1)["samples"], comfy.output("20", 0), comfy.output("20", 2)
     assert image_out.shape[0] == 1 and grid.shape[0] == 1 and grid.shape[2] > 4 * image_out.shape[2]
     ui = comfy.executor.history_result["outputs"]["20"]
-    assert ui["images"] and "<- chosen" in ui["text"][0]
+    assert ui["images"] and "<- chosen" in ui["text"][0] and ui["imagic_auto_eta"][0] == report
     # the chosen latent is what the stock nodes sample at that eta with the same seed
     stock = imagic_graph(image, eta=etas[chosen], sample_steps=4, **TUNE)
     stock["11"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
