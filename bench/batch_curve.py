@@ -21,23 +21,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":  # python bench/batch_curve.py: run the pack's own copy of this module (cli/comfy_host.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+    import comfy_host
 
-from bench import host
+    sys.exit(comfy_host.pack_module("bench.batch_curve").main())
 
-ROOT = Path(__file__).resolve().parents[1]
+from ..cli.tiny_prompt import write_demo_image
+from . import host
+
 A_STEPS, B_STEPS = (10, 20, 40, 80, 160), (15, 30, 60, 120, 240)
 A_LR, B_LR, RANK = 2e-2, 3e-3, 8
 
 
 def test_photo_latent(vae) -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from graphs import write_input_image
     from PIL import Image
 
-    folder = Path(tempfile.mkdtemp(prefix="imagic_curve_"))
-    image = np.asarray(Image.open(folder / write_input_image(folder)).convert("RGB"), dtype=np.float32) / 255.0
+    path = write_demo_image(Path(tempfile.mkdtemp(prefix="imagic_curve_")) / "photo.png")
+    image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
     return {"samples": vae.encode(torch.from_numpy(image)[None])}
 
 
@@ -48,16 +49,20 @@ def heldout_loss(pack, model, conditioning, latent) -> float:
 def curves(pack, args) -> dict:
     tiny = pack("nodes.tiny_checkpoint")
     a_node, b_node = pack("nodes.optimize_embedding"), pack("nodes.finetune_unet")
+    training = pack("nodes.training_run")
     with torch.inference_mode():
         model, clip, vae = tiny.build_tiny_checkpoint("sd15", 0)
         target = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a sitting dog"))
         latent = test_photo_latent(vae)
 
-    def run(fn, *a):
+    def run(fn, *a, **kw):
         with torch.inference_mode(False), torch.enable_grad():
-            return fn(*a)
+            return fn(*a, **kw)
 
-    e_opt = run(a_node.optimize, model, target, latent, 40, A_LR, 0, False)[0]
+    def settings(steps: int, lr: float, seed: int, batch: int = 1):
+        return training.TrainingSettings(steps, lr, seed, low_memory=False, batch_size=batch)
+
+    e_opt = run(a_node.optimize, model, target, latent, settings(40, A_LR, 0))[0]
     out = {"A": {"before": heldout_loss(pack, model, target, latent)},
            "B": {"before": heldout_loss(pack, model, e_opt, latent)}}
     for batch in args.batches:
@@ -68,10 +73,11 @@ def curves(pack, args) -> dict:
                 for seed in args.seeds:
                     start = time.perf_counter()
                     if stage == "A":
-                        e = run(a_node.optimize, model, target, latent, n, A_LR, seed, False, batch)[0]
+                        e = run(a_node.optimize, model, target, latent, settings(n, A_LR, seed, batch))[0]
                         losses.append(heldout_loss(pack, model, e, latent))
                     else:
-                        delta = run(b_node.finetune, model, e_opt, latent, n, B_LR, "lora", RANK, seed, False, batch)[0]
+                        delta = run(b_node.finetune, model, e_opt, latent, settings(n, B_LR, seed, batch),
+                                    method="lora", lora_rank=RANK)[0]
                         losses.append(heldout_loss(pack, b_node.finetuned_model(model, delta), e_opt, latent))
                     seconds.append((time.perf_counter() - start) / n)
                 row[n] = statistics.mean(losses)
@@ -83,7 +89,8 @@ def curves(pack, args) -> dict:
 def markdown(result: dict, args) -> str:
     lines = [f"Held-out reconstruction loss (mean of seeds {', '.join(map(str, args.seeds))}; lower is better), tiny "
              "SD1.5-family model, fp32, this machine's CPU with 1 thread.", ""]
-    for stage, steps, title in (("A", A_STEPS, "A: embedding (lr 2e-2)"), ("B", B_STEPS, "B: LoRA fine-tune (rank 8, lr 3e-3)")):
+    titles = (("A", A_STEPS, "A: embedding (lr 2e-2)"), ("B", B_STEPS, "B: LoRA fine-tune (rank 8, lr 3e-3)"))
+    for stage, steps, title in titles:
         lines += [f"**{title}** — before training: {result[stage]['before']:.4f}", "",
                   "| batch | " + " | ".join(f"{n} steps" for n in steps) + " | s/step (tiny, CPU) |",
                   "|---" * (len(steps) + 2) + "|"]
@@ -95,7 +102,7 @@ def markdown(result: dict, args) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -108,7 +115,4 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -26,7 +26,6 @@ a time; the 3.4 GB exact file is written straight from untouched memory) and abo
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -36,8 +35,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+if __name__ == "__main__":  # python bench/finetune_sizes.py: run the pack's own copy of this module (cli/comfy_host.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+    import comfy_host
+
+    sys.exit(comfy_host.pack_module("bench.finetune_sizes").main())
+
+from ..cli import comfy_host
 
 # SD1.5's unet_config, exactly as comfy.model_detection detects it from an SD1.5 checkpoint
 # (comfy/model_detection.py, unet_config_from_diffusers_unet: ``SD15``); checked by detect_back().
@@ -52,17 +56,12 @@ SD15_UNET = {
 
 
 def boot(base: Path):
-    """ComfyUI in this process (the tests' way: cli.comfy_host), with its folders under ``base``."""
-    from pack import pack, sub
-
-    host_module = sub("cli.comfy_host")
-    host = host_module.find_comfyui()
+    """ComfyUI in this process (cli/comfy_host.py, with the test stand-ins), with its folders under ``base``."""
+    host = comfy_host.find_comfyui()
     if host is None:
-        sys.exit("no ComfyUI found (set COMFYUI_PATH, or clone ComfyUI to ~/comfy/ComfyUI)")
-    stubs = [str(ROOT / "tests" / "stubs")] if importlib.util.find_spec("torchvision") is None else []
-    host_module.boot(host, base, extra_sys_path=stubs)
-    pack()
-    return sub
+        sys.exit(comfy_host.NO_HOST)
+    comfy_host.boot(host, base, stand_ins=True)
+    return comfy_host.pack_module
 
 
 def sd15_base():
@@ -110,7 +109,7 @@ def e_opt():
     return [[torch.randn(1, 77, 768, generator=g), {"pooled_output": torch.randn(1, 768, generator=g)}]]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lora-ranks", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--svd-rank", type=int, nargs="+", default=[64])
@@ -161,13 +160,11 @@ def main() -> None:
     write("full exact", RandomDelta(shapes, random=False), "exact")
     for rank in args.svd_rank:
         how = "exact SVD" if args.exact_svd else "svd_lowrank"
-        write(f"full svd rank {rank} ({how})", RandomDelta(shapes, random=True), "svd", rank, lowrank=not args.exact_svd)
+        write(f"full svd rank {rank} ({how})", RandomDelta(shapes, random=True), "svd", rank,
+              lowrank=not args.exact_svd)
 
     print("\n| file | size |\n|---|---|")
     for label, size, _, _ in rows:
         print(f"| {label} | {size / 1e6:,.1f} MB |")
     print(f"\ntotal {time.perf_counter() - t0:.0f}s; files {'kept in ' + str(out_dir) if args.keep else 'deleted'}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -26,10 +26,13 @@ from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):  # run as a script: make ``bench`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":  # python bench/imagic_bench.py: run the pack's own copy of this module (cli/comfy_host.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+    import comfy_host
 
-from bench import unet_pair
+    sys.exit(comfy_host.pack_module("bench.imagic_bench").main())
+
+from . import unet_pair
 
 STAGES = {"embed": "A: embedding", "full": "B: finetune full", "lora": "B: finetune lora"}
 REFERENCE_OF = {"embed": "embed", "full": "finetune", "lora": "finetune"}
@@ -78,7 +81,7 @@ _PACK = {}
 
 def comfy_pack(device: torch.device):
     if "pack" not in _PACK:
-        from bench import host
+        from . import host
 
         _PACK["pack"] = host.boot(cpu=device.type == "cpu")
     return _PACK["pack"]
@@ -90,14 +93,14 @@ def run_row(job: dict, args) -> dict:
     latents, embedding = inputs(args, device)
     steps = args.warmup + args.steps
     if job["impl"] == "reference":
-        from bench import reference
+        from . import reference
 
         unet = unet_pair.diffusers_unet(args.model, args.seed).to(device)
         clock, peak, losses = reference.run(job["stage"], unet, latents, embedding, steps,
                                             LEARNING_RATES[job["stage"]], args.seed)
     else:
         pack = comfy_pack(device)
-        from bench import ours  # imports ComfyUI: after the boot
+        from . import ours  # imports ComfyUI: after the boot
         model = unet_pair.comfy_model(args.model, args.seed, device)
         if job["stage"] == "edit":
             a, b, s = args.edit_steps
@@ -177,19 +180,21 @@ def header(args) -> str:
     params = sum(v.numel() for v in shapes.values())
     threads = args.threads or torch.get_num_threads()
     where = args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(torch.device(args.device))
-    return (f"Imagic training steps: {args.model} UNet ({params / 1e6:.1f}M parameters), latent {args.size}x{args.size} "
-            f"({args.size * 8} px), {where}" + (f", {threads} threads" if args.device == "cpu" else "")
-            + f"; median of {args.steps} steps after {args.warmup} warm-up; torch {torch.__version__}")
+    cpu_threads = f", {threads} threads" if args.device == "cpu" else ""
+    return (f"Imagic training steps: {args.model} UNet ({params / 1e6:.1f}M parameters), "
+            f"latent {args.size}x{args.size} ({args.size * 8} px), {where}{cpu_threads}"
+            f"; median of {args.steps} steps after {args.warmup} warm-up; torch {torch.__version__}")
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
         print("RESULT " + json.dumps(run_row(json.loads(args.worker), args)), flush=True)
-        return
+        return 0
     print(header(args), flush=True)
     results = []
     for job in plan(args):
@@ -199,8 +204,4 @@ def main(argv=None) -> None:
     print(table(args, results), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"header": header(args), "results": results}, indent=1))
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()
+    return 0

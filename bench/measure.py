@@ -1,6 +1,7 @@
 """Per-step wall time and peak memory of one benchmark stage."""
 from __future__ import annotations
 
+import itertools
 import resource
 import statistics
 import time
@@ -64,7 +65,7 @@ class StepClock:
 
     def durations(self) -> list[float]:
         edges = [self.start] + self.stamps
-        return [b - a for a, b in zip(edges, edges[1:])]
+        return [b - a for a, b in itertools.pairwise(edges)]
 
     def median(self, warmup: int) -> float:
         times = self.durations()[warmup:] or self.durations()

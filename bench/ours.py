@@ -2,17 +2,21 @@
 ``torch.inference_mode()``), each step timed through ComfyUI's progress hook."""
 from __future__ import annotations
 
-import comfy.utils
 import torch
 
-from .measure import PeakMemory, StepClock
+import comfy.utils
 
-SD15_SCALE = 0.18215  # SD1.x latent_format.scale_factor: VAE-space latent = model-space latent / scale
+from .measure import PeakMemory, StepClock
 
 
 def conditioning(embedding: torch.Tensor) -> list:
     """A CONDITIONING as CLIP Text Encode gives it for SD1.5 (tokens + CLIP-L pooled output)."""
     return [[embedding.cpu(), {"pooled_output": embedding[:, -1].cpu().clone()}]]
+
+
+def vae_latent(model, latents: torch.Tensor) -> dict:
+    """A model-space latent as VAE Encode gives it (the model's own latent_format undoes its scaling)."""
+    return {"samples": model.model.latent_format.process_out(latents).cpu()}
 
 
 def _timed(call, device: torch.device):
@@ -34,15 +38,16 @@ def run(pack, stage: str, model, latents: torch.Tensor, embedding: torch.Tensor,
     output. Returns the step clock (the first tick is the end of step 1: setup time counts in it), the peak
     memory and the losses.
     """
-    latent = {"samples": (latents / SD15_SCALE).cpu()}
+    latent = vae_latent(model, latents)
     cond = conditioning(embedding)
-    if stage == "embed":
-        node = pack("nodes.optimize_embedding").ImagicOptimizeEmbedding
-        call = lambda: node.execute(model, cond, latent, steps, learning_rate, seed, low_memory=low_memory)
-    else:
+
+    def call():
+        if stage == "embed":
+            node = pack("nodes.optimize_embedding").ImagicOptimizeEmbedding
+            return node.execute(model, cond, latent, steps, learning_rate, seed, low_memory=low_memory)
         node = pack("nodes.finetune_unet").ImagicFinetuneUNet
-        call = lambda: node.execute(model, cond, latent, steps, learning_rate, stage, 8, seed,
-                                    low_memory=low_memory)
+        return node.execute(model, cond, latent, steps, learning_rate, stage, 8, seed, low_memory=low_memory)
+
     clock, peak, out = _timed(call, latents.device)
     return clock, peak, out.result[-1]["loss"]
 
@@ -58,7 +63,7 @@ def edit(pack, model, latents: torch.Tensor, embedding: torch.Tensor, low_memory
     optimize = pack("nodes.optimize_embedding").ImagicOptimizeEmbedding
     finetune = pack("nodes.finetune_unet").ImagicFinetuneUNet
     interpolate = pack("nodes.interpolate_conditioning").ImagicInterpolateConditioning
-    latent = {"samples": (latents / SD15_SCALE).cpu()}
+    latent = vae_latent(model, latents)
     target = conditioning(embedding)
     with PeakMemory(latents.device) as peak, torch.inference_mode():
         start = time.perf_counter()

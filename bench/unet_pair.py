@@ -71,7 +71,8 @@ def comfy_model(name: str, seed: int, device: torch.device):
     model = config.get_model({})
     missing, unexpected = model.diffusion_model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"weights do not fit ComfyUI's SD15 model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise RuntimeError(f"weights do not fit ComfyUI's SD15 model: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=mm.unet_offload_device())
 
 
@@ -80,7 +81,8 @@ def sd15_matches_comfy_detection() -> bool:
     import comfy.model_detection
 
     detected = comfy.model_detection.unet_config_from_diffusers_unet(diffusers_unet_shapes("sd15"))
-    return detected is not None and all(detected.get(k) == v for k, v in comfy_unet_config(DIFFUSERS_CONFIGS["sd15"]).items())
+    expected = comfy_unet_config(DIFFUSERS_CONFIGS["sd15"])
+    return detected is not None and all(detected.get(k) == v for k, v in expected.items())
 
 
 def diffusers_unet_shapes(name: str) -> dict:

@@ -19,36 +19,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-try:  # imported as part of the pack, or python -m cli.edit
-    from . import comfy_host
-    from .edit_inputs import InputError, Job, batch_jobs, check_text, single_job
-    from .edit_prompt import (
-        EditSettings,
-        PromptError,
-        apply_settings,
-        for_edit,
-        one,
-        save_finetune,
-        without,
-    )
-    from .headless import Headless, RunError
-    from .tiny_prompt import DEMO_TEXT, use_tiny_model, write_demo_image
-    from .workflow_api import WorkflowError, object_info_in_process, set_mode, to_api
-except ImportError:  # python cli/edit.py
-    import comfy_host
-    from edit_inputs import InputError, Job, batch_jobs, check_text, single_job
-    from edit_prompt import (
-        EditSettings,
-        PromptError,
-        apply_settings,
-        for_edit,
-        one,
-        save_finetune,
-        without,
-    )
-    from headless import Headless, RunError
-    from tiny_prompt import DEMO_TEXT, use_tiny_model, write_demo_image
-    from workflow_api import WorkflowError, object_info_in_process, set_mode, to_api
+if __name__ == "__main__":  # python cli/edit.py (or -m cli.edit): run the pack's own copy of this module
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import comfy_host  # cli/comfy_host.py: imports the pack the way ComfyUI names it
+
+    sys.exit(comfy_host.pack_module("cli.edit").main())
+
+from . import comfy_host
+from .edit_inputs import InputError, Job, batch_jobs, check_text, single_job
+from .edit_prompt import (
+    EditSettings,
+    PromptError,
+    apply_settings,
+    for_edit,
+    one,
+    save_finetune,
+    without,
+)
+from .headless import Headless, RunError
+from .tiny_prompt import DEMO_TEXT, use_tiny_model, write_demo_image
+from .workflow_api import WorkflowError, object_info_in_process, set_mode, to_api
 
 PROG = "imagic-edit"
 DEFAULT_WORKFLOW = comfy_host.PACK_DIR / "workflows" / "imagic_edit.json"
@@ -59,7 +49,8 @@ SAVER = "ImagicSaveFinetune"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python cli/edit.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Defaults not given here are the workflow's: the paper's 1000 + 1500 steps, eta 0.7.")
+                                epilog="Defaults not given here are the workflow's: the paper's 1000 + 1500 steps, "
+                                       "eta 0.7.")
     what = p.add_argument_group("what to edit")
     what.add_argument("--image", type=Path, help="the photo")
     what.add_argument("--text", help='the target text, e.g. "a photo of a sitting dog"')
@@ -138,7 +129,8 @@ def resolve_checkpoint(session: Headless, wanted: str | None, default: str) -> s
     name = wanted or default
     if session.find_model("checkpoints", name) is None:
         hint = "" if wanted else " (the workflow's default; pass --ckpt)"
-        raise InputError(f"checkpoint not found: {name}{hint}; looked in: {', '.join(session.model_dirs('checkpoints'))}")
+        looked = ", ".join(session.model_dirs("checkpoints"))
+        raise InputError(f"checkpoint not found: {name}{hint}; looked in: {looked}")
     return name
 
 
@@ -252,7 +244,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

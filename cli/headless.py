@@ -9,10 +9,7 @@ import os
 import uuid
 from pathlib import Path
 
-try:
-    from . import comfy_host  # imported as part of the pack, or python -m cli.edit
-except ImportError:
-    import comfy_host  # python cli/edit.py
+from . import comfy_host
 
 
 class RunError(RuntimeError):
@@ -63,7 +60,7 @@ class Headless:
     def __init__(self, host: Path, base_dir: Path, *, cpu: bool, verbose: bool = False):
         with _quiet(not verbose) as log:
             try:
-                comfy_host.boot(host, base_dir, cpu=cpu)
+                comfy_host.boot(host, base_dir, cpu=cpu)  # never the tests' stand-ins
                 self._load_extra_model_paths(host)
                 import execution
                 import folder_paths

@@ -34,9 +34,8 @@ class WorkflowError(ValueError):
 
 def object_info_in_process(class_types=None) -> dict:
     """``/object_info`` entries for the loaded nodes (the server's node_info, without the server)."""
-    from comfy_api.internal import _ComfyNodeInternal
-
     import nodes
+    from comfy_api.internal import _ComfyNodeInternal
 
     out = {}
     for name in class_types if class_types is not None else nodes.NODE_CLASS_MAPPINGS:
@@ -161,7 +160,7 @@ def _widget_inputs(node: dict, info: dict) -> dict:
         expected = [s or "(control)" for s in slots]
         raise WorkflowError(f"node {node['id']} ({node['type']}) has {len(values)} widget values but its definition "
                             f"has {len(slots)}: {expected}; was the workflow saved with another version of the node?")
-    return {name: value for name, value in zip(slots, values) if name is not None}
+    return {name: value for name, value in zip(slots, values, strict=True) if name is not None}
 
 
 def to_api(workflow: dict, object_info: dict) -> dict:

@@ -8,7 +8,14 @@ from comfy_api.latest import io
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries
 from .finetune_weights import FullFinetune, LoraFinetune
-from .training_run import BATCH_SIZE_TOOLTIP, LOW_MEMORY_DEFAULT, LOW_MEMORY_TOOLTIP, TrainingSetup, training_mode
+from .training_run import (
+    BATCH_SIZE_TOOLTIP,
+    LOW_MEMORY_DEFAULT,
+    LOW_MEMORY_TOOLTIP,
+    TrainingSettings,
+    TrainingSetup,
+    training_mode,
+)
 
 NODE_ID = "ImagicFinetuneUNet"
 DEFAULT_LEARNING_RATE = {"full": 5e-7, "lora": 1e-4}
@@ -60,19 +67,18 @@ class ImagicFinetuneUNet(io.ComfyNode):
         check_inputs(NODE_ID, model, conditioning, latent)
         learning_rate = learning_rate or DEFAULT_LEARNING_RATE[method]
         with training_mode():
-            delta, losses = finetune(model, conditioning, latent, steps, learning_rate, method, lora_rank, seed,
-                                     low_memory, batch_size)
+            settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size)
+            delta, losses = finetune(model, conditioning, latent, settings, method=method, lora_rank=lora_rank)
         return io.NodeOutput(finetuned_model(model, delta), delta, {"loss": losses})
 
 
-def finetune(model, conditioning, latent, steps, learning_rate, method, lora_rank, seed, low_memory, batch_size=1):
+def finetune(model, conditioning, latent, settings: TrainingSettings, *, method: str = "lora", lora_rank: int = 8):
     """(delta, losses) of a fine-tune on a private copy, which is gone (memory free) when this returns."""
-    with TrainingSetup(model, latent, train_weights=method == "full", low_memory=low_memory) as setup:
+    with TrainingSetup(model, latent, settings, train_weights=method == "full") as setup:
         if method == "full":
             trainer = FullFinetune(setup.base, model.model, comfy.model_management.unet_offload_device())
         else:
-            trainer = LoraFinetune(setup.base, lora_rank, seed)
+            trainer = LoraFinetune(setup.base, lora_rank, settings.seed)
         entries = model_entries(conditioning, setup.device)
-        losses = setup.run(NODE_ID, f"Imagic: finetune ({method})", trainer.parameters(), entries,
-                           steps, learning_rate, seed, batch_size)
+        losses = setup.run(NODE_ID, f"Imagic: finetune ({method})", trainer.parameters(), entries)
         return trainer.delta(), losses

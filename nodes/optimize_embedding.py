@@ -5,7 +5,14 @@ from comfy_api.latest import io
 
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries, to_conditioning, trained_tensors
-from .training_run import BATCH_SIZE_TOOLTIP, LOW_MEMORY_DEFAULT, LOW_MEMORY_TOOLTIP, TrainingSetup, training_mode
+from .training_run import (
+    BATCH_SIZE_TOOLTIP,
+    LOW_MEMORY_DEFAULT,
+    LOW_MEMORY_TOOLTIP,
+    TrainingSettings,
+    TrainingSetup,
+    training_mode,
+)
 
 NODE_ID = "ImagicOptimizeEmbedding"
 
@@ -43,15 +50,14 @@ class ImagicOptimizeEmbedding(io.ComfyNode):
                 low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
         with training_mode():
-            optimized, losses = optimize(model, conditioning, latent, steps, learning_rate, seed, low_memory,
-                                         batch_size)
+            settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size)
+            optimized, losses = optimize(model, conditioning, latent, settings)
         return io.NodeOutput(optimized, {"loss": losses})
 
 
-def optimize(model, conditioning, latent, steps, learning_rate, seed, low_memory, batch_size=1):
+def optimize(model, conditioning, latent, settings: TrainingSettings):
     """(e_opt, losses), trained against a frozen private copy, which is gone when this returns."""
-    with TrainingSetup(model, latent, train_weights=False, low_memory=low_memory) as setup:
+    with TrainingSetup(model, latent, settings, train_weights=False) as setup:
         entries = model_entries(conditioning, setup.device, trainable=True)
-        losses = setup.run(NODE_ID, "Imagic: optimize embedding", trained_tensors(entries), entries,
-                           steps, learning_rate, seed, batch_size)
+        losses = setup.run(NODE_ID, "Imagic: optimize embedding", trained_tensors(entries), entries)
         return to_conditioning(conditioning, entries), losses

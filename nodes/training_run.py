@@ -3,6 +3,7 @@ ComfyUI's progress/Cancel, turn failures into errors that name the node and the 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
@@ -12,8 +13,8 @@ from ..core.checkpointing import checkpoint_blocks
 from ..core.diffusion import NoiseDraws, mean_loss
 from ..core.precision import Precision
 from ..core.training import NonFiniteLoss, adam_loop
-from .conditioning_io import model_entries
 from .comfy_model import ComfyDenoiser, clean_latent, private_model, release_device_memory
+from .conditioning_io import model_entries
 from .errors import fail
 from .progress import TrainingProgress
 
@@ -26,6 +27,17 @@ LOW_MEMORY_TOOLTIP = (
 BATCH_SIZE_TOOLTIP = (
     "Noise/timestep draws per step, trained as one batch. More lowers the steps needed for the same loss "
     "(bench/RESULTS.md), but each step costs more (on a CPU about batch_size times): 1 is the paper's setting.")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How a training node trains: its widgets other than the model, conditioning, latent and method."""
+
+    steps: int
+    learning_rate: float
+    seed: int = 0
+    low_memory: bool = LOW_MEMORY_DEFAULT
+    batch_size: int = 1
 
 
 @contextlib.contextmanager
@@ -46,25 +58,26 @@ class TrainingSetup:
     of ComfyUI's cached models when training starts (after the trainer has read the given model).
     """
 
-    def __init__(self, model, latent: dict, *, train_weights: bool, low_memory: bool):
+    def __init__(self, model, latent: dict, settings: TrainingSettings, *, train_weights: bool):
         self.device = model.load_device
-        self.low_memory = low_memory
-        self.precision = Precision.for_device(self.device, mixed=low_memory)
+        self.settings = settings
+        self.precision = Precision.for_device(self.device, mixed=settings.low_memory)
         self.base = private_model(model, train_weights, self.precision)
-        if low_memory:
+        if settings.low_memory:
             checkpoint_blocks(self.base.diffusion_model)
         self.denoiser = ComfyDenoiser(self.base)
         self.x0 = clean_latent(self.base, latent, self.device)
 
-    def __enter__(self) -> "TrainingSetup":
+    def __enter__(self) -> TrainingSetup:
         return self
 
     def __exit__(self, *exc) -> None:
         self.base = self.denoiser = self.x0 = None
 
-    def run(self, node_id: str, title: str, params, entries: list[dict], steps: int, learning_rate: float,
-            seed: int, batch_size: int = 1) -> list[float]:
-        draws = NoiseDraws(self.denoiser, self.x0, seed, batch=batch_size)
+    def run(self, node_id: str, title: str, params, entries: list[dict]) -> list[float]:
+        """Train ``params`` (the embedding in ``entries``, or the copy's adapters/weights) as the settings say."""
+        settings = self.settings
+        draws = NoiseDraws(self.denoiser, self.x0, settings.seed, batch=settings.batch_size)
 
         def loss_fn(step: int) -> torch.Tensor:
             noise, sigma = draws.draw()
@@ -77,11 +90,11 @@ class TrainingSetup:
                                "use the conditioning and latent of the same checkpoint as the model") from e
                 raise
 
-        if self.low_memory:
+        if settings.low_memory:
             release_device_memory(self.device)
-        progress = TrainingProgress(title, steps)
+        progress = TrainingProgress(title, settings.steps)
         try:
-            return adam_loop(params, loss_fn, steps, learning_rate, progress)
+            return adam_loop(params, loss_fn, settings.steps, settings.learning_rate, progress)
         except NonFiniteLoss as e:
             raise fail(node_id, f"training diverged: the {e}",
                        "lower learning_rate, or load the model in fp32/bf16 (fp16 overflows)") from e

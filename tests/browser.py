@@ -39,7 +39,9 @@ VIEW_JS = """({ids, pad}) => {
   const g = app.graph, T = LiteGraph.NODE_TITLE_HEIGHT, left = 80, top = 110, right = 20, bottom = 70;
   const nodes = ids ? ids.map(id => g.getNodeById(id)) : g.nodes;
   let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-  const grow = (x, y, w, h) => { x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h); };
+  const grow = (x, y, w, h) => {
+    x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
+  };
   for (const n of nodes) grow(n.pos[0], n.pos[1] - T, n.size[0], n.size[1] + T);
   if (!ids) for (const gr of g.groups) grow(...gr._bounding);
   x0 -= pad; y0 -= pad; x1 += pad; y1 += pad;
@@ -70,7 +72,14 @@ def store_settings(server_url: str, settings: dict) -> None:
 
 
 class Frontend:
-    """One Chromium with a fresh profile, one page on the server's frontend, its console errors recorded."""
+    """One Chromium with a fresh profile, one page on the server's frontend, its errors recorded.
+
+    Errors are attributed to what caused them: every request is stamped with the phase it was issued in (0 =
+    the app starting up, then one phase per ``load``), so a failed response that belongs to the frontend's own
+    start-up traffic (e.g. the 404 of ``/api/userdata/comfy.templates.json`` on a fresh base directory) lands
+    in ``startup_errors`` however late it arrives on a busy machine, never in a workflow's ``errors``.
+    ``open`` and ``load`` return only once the page has settled (no request in flight for a while).
+    """
 
     def __init__(self, playwright, server, profile: Path):
         self.server = server
@@ -78,30 +87,79 @@ class Frontend:
         self.context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS, viewport=VIEWPORT)
         self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # caused by the current phase (the latest load, or anything done since)
+        self.startup_errors: list[str] = []  # caused by the app starting up
+        self.phase = 0
+        self._issued: dict = {}  # request -> the phase it was issued in
+        self._in_flight: set = set()
         self.page.on("console", self._on_console)
-        self.page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        self.page.on("pageerror", lambda error: self._record(self.phase, f"page error: {error}"))
+        self.page.on("request", self._on_request)
+        self.page.on("requestfinished", lambda request: self._in_flight.discard(request))
+        self.page.on("requestfailed", self._on_request_failed)
+        self.page.on("response", self._on_response)
+
+    def _ours(self, url: str) -> bool:
+        return urllib.parse.urlparse(url).netloc in ("", self.host)
+
+    def _record(self, phase: int, text: str) -> None:
+        if phase == 0:
+            self.startup_errors.append(text)
+        elif phase == self.phase:
+            self.errors.append(text)
+        # else: a late answer to an earlier load's request, already reported with that load (see settle)
+
+    def _on_request(self, request) -> None:
+        self._issued[request] = self.phase
+        self._in_flight.add(request)
+
+    def _on_request_failed(self, request) -> None:
+        self._in_flight.discard(request)
+        if self._ours(request.url):  # a fetch to the internet, which this machine does not reach, is not ours
+            self._record(self._issued.get(request, self.phase), f"request failed: {request.failure} ({request.url})")
+
+    def _on_response(self, response) -> None:
+        if response.status >= 400 and self._ours(response.url):
+            phase = self._issued.get(response.request, self.phase)
+            self._record(phase, f"HTTP {response.status} {response.status_text} ({response.url})")
 
     def _on_console(self, message) -> None:
         if message.type != "error":
             return
         url = (message.location or {}).get("url", "")
-        if url and urllib.parse.urlparse(url).netloc not in ("", self.host):
+        if url and not self._ours(url):
             return  # a fetch to the internet, which this machine does not reach
-        self.errors.append(f"console error: {message.text} ({url})")
+        if message.text.startswith("Failed to load resource"):
+            return  # Chromium's echo of a failed request: recorded by _on_response/_on_request_failed, by phase
+        self._record(self.phase, f"console error: {message.text} ({url})")
+
+    def settle(self, quiet_s: float = 0.5, timeout_s: float = 120) -> None:
+        """Wait until no request has been in flight for ``quiet_s`` (Playwright delivers the page's events
+        while it waits, so every answer so far is recorded when this returns)."""
+        deadline = time.monotonic() + timeout_s
+        quiet_since = None
+        while time.monotonic() < deadline:
+            self.page.wait_for_timeout(100)
+            if self._in_flight:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return
+        raise TimeoutError(f"the page did not settle: {sorted(r.url for r in self._in_flight)} still in flight")
 
     def open(self, timeout_s: float = 180) -> None:
         store_settings(self.server.url, SETTINGS)
         self.page.goto(self.server.url)
         self.page.wait_for_function(READY_JS, timeout=timeout_s * 1000)
-        self.page.wait_for_load_state("networkidle")
-        time.sleep(1.0)
+        self.settle(quiet_s=1.0, timeout_s=timeout_s)
 
     def load(self, workflow: dict) -> dict:
-        """loadGraphData as a drop would; returns what went wrong (see LOAD_JS) plus console errors."""
+        """loadGraphData as a drop would; returns what went wrong (see LOAD_JS) plus the errors it caused."""
+        self.phase += 1
         self.errors.clear()
         report = self.page.evaluate(LOAD_JS, workflow)
-        time.sleep(0.5)
+        self.settle()
         report["errors"] = list(self.errors)
         return report
 

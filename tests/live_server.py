@@ -15,8 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import HOST, STUBS, needs_torchvision_stub
-from pack import ROOT
+from conftest import HOST
+from pack import ROOT, comfy_host
 
 
 def free_port() -> int:
@@ -35,10 +35,9 @@ class ComfyServer:
         link = base / "custom_nodes" / "comfyui-imagic"
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        paths = [*pythonpath, *([str(STUBS)] if needs_torchvision_stub() else []), env.get("PYTHONPATH")]
-        if any(paths):
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+        env = comfy_host.child_env({**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        if pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [*pythonpath, env.get("PYTHONPATH")]))
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),

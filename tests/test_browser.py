@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from browser import Frontend, missing_reason, publish
 from conftest import HOST, NO_HOST
 from pack import ROOT
@@ -36,7 +37,9 @@ TINY_RUN_JS = """({image, steps}) => {
     g.remove(old);
   }
   set(byType("LoadImage")[0], "image", image);
-  for (const n of [...byType("ImageScale"), ...byType("EmptyLatentImage")]) { set(n, "width", 64); set(n, "height", 64); }
+  for (const n of [...byType("ImageScale"), ...byType("EmptyLatentImage")]) {
+    set(n, "width", 64); set(n, "height", 64);
+  }
   for (const t of ["ImagicOptimizeEmbedding", "ImagicFinetuneUNet"]) for (const n of byType(t)) set(n, "steps", steps);
   for (const n of byType("KSampler")) set(n, "steps", 2);
   return Object.fromEntries(["ImagicOptimizeEmbedding", "ImagicFinetuneUNet"].map(t => [t, byType(t)[0].id]));
@@ -97,6 +100,12 @@ def test_workflow_loads_in_the_real_frontend(frontend, name, tmp_path):
     shot = frontend.screenshot(tmp_path / f"{name}.png")
     publish(shot, DOCS_SCREENSHOTS)
     assert shot.stat().st_size > 50_000  # a drawn graph, not an empty canvas
+
+
+def test_the_app_starts_without_errors_from_the_pack(frontend):
+    # The frontend's own start-up errors (a 404 for a user file a fresh base directory lacks) are its business;
+    # none may come from this pack (its extension script, help pages, styles).
+    assert not [e for e in frontend.startup_errors if "imagic" in e.lower()], frontend.startup_errors
 
 
 def test_help_pages_are_served_where_the_frontend_looks(frontend, workflow_server):

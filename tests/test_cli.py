@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import HOST, NO_HOST, STUBS, needs_torchvision_stub
+from conftest import HOST, NO_HOST
 from graphs import write_input_image
-from pack import ROOT
+from pack import ROOT, comfy_host
 from PIL import Image
 
 pytestmark = pytest.mark.skipif(HOST is None, reason=NO_HOST)
@@ -19,9 +19,8 @@ EDIT = ROOT / "cli" / "edit.py"
 
 def run_edit(*args, env_extra=None, cwd=None):
     # one torch thread: this shared 2-core machine runs tiny models far faster so (see conftest.py)
-    env = {**os.environ, "COMFYUI_PATH": str(HOST), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    if needs_torchvision_stub():  # tests only: ComfyUI imports torchvision, which has no CPU build here
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STUBS), env.get("PYTHONPATH")]))
+    # tests only: the stand-ins where torchvision/spandrel have no build here (the command itself never adds them)
+    env = comfy_host.child_env({**os.environ, "COMFYUI_PATH": str(HOST), "OMP_NUM_THREADS": "1", **(env_extra or {})})
     return subprocess.run([sys.executable, str(EDIT), *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=600, check=False)
 

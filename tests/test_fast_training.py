@@ -175,7 +175,8 @@ def test_frozen_private_copy_shares_the_weights_and_is_freed_when_the_node_ends(
     gc.disable()  # freed by reference counting, at once, not by a later garbage collection
     try:
         with torch.inference_mode(False):
-            with tr.TrainingSetup(model, latent, train_weights=False, low_memory=False) as setup:
+            settings = tr.TrainingSettings(steps=1, learning_rate=1e-3, low_memory=False)
+            with tr.TrainingSetup(model, latent, settings, train_weights=False) as setup:
                 weights.LoraFinetune(setup.base, 4, seed=0)
                 copy = setup.base
                 shared = [n for n, p in copy.diffusion_model.named_parameters() if p.data_ptr() == upstream[n].data_ptr()]

@@ -1,12 +1,12 @@
 """The shipped workflows in tests: where they are, the files they name, and a real server set up for them.
 
 The server gets an empty stand-in file for every model the workflows name (so ComfyUI's validation accepts
-the names, as on a machine that has them), the input picture they name, and -- when the real package is
-missing -- the spandrel stand-in (see tests/stubs_spandrel) so the frontend can build model combos.
+the names, as on a machine that has them) and the input picture they name. (Where spandrel is missing, the
+server also needs its import-only stand-in so the frontend can build model combos: tests/stand_ins, which
+tests/live_server.py passes on through cli/comfy_host.py.)
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,7 +15,6 @@ from pack import ROOT, sub
 
 WORKFLOWS = ROOT / "workflows"
 NAMES = ("imagic_edit", "imagic_reuse_finetune", "imagic_eta_grid", "baseline_sdedit", "baseline_instructpix2pix")
-SPANDREL_STUB = Path(__file__).parent / "stubs_spandrel"
 MODEL_WIDGETS = {"CheckpointLoaderSimple": "checkpoints", "ImagicLoadFinetune": "loras"}
 TEST_IMAGE = "imagic_test_photo.png"
 
@@ -49,10 +48,6 @@ def prepare_base(base: Path) -> Path:
             write_input_image(base / "input", filename, size=256)
     write_input_image(base / "input", TEST_IMAGE, size=64)
     return base
-
-
-def server_pythonpath() -> tuple[str, ...]:
-    return () if importlib.util.find_spec("spandrel") else (str(SPANDREL_STUB),)
 
 
 def api_prompt(workflow: dict, object_info: dict) -> dict:

@@ -1,4 +1,5 @@
-"""Import-only stand-in for spandrel, used by the browser tests ONLY when the real package cannot be imported.
+"""Import-only stand-in for spandrel, used by the tests ONLY when the real package cannot be imported
+(see ../README.md).
 
 ComfyUI's upscale-model nodes import spandrel at module level; without it UpscaleModelLoader is not registered,
 and the 1.27 frontend then fails to build every combo named ckpt_name/lora_name/vae_name (its model-to-node
