@@ -77,8 +77,9 @@ class Frontend:
     Errors are attributed to what caused them: every request is stamped with the phase it was issued in (0 =
     the app starting up, then one phase per ``load``), so a failed response that belongs to the frontend's own
     start-up traffic (e.g. the 404 of ``/api/userdata/comfy.templates.json`` on a fresh base directory) lands
-    in ``startup_errors`` however late it arrives on a busy machine, never in a workflow's ``errors``.
-    ``open`` and ``load`` return only once the page has settled (no request in flight for a while).
+    in ``startup_errors`` however late it arrives on a busy machine, never in a workflow's ``errors``; a late
+    answer to an earlier load's request goes to ``late_errors``. ``open`` and ``load`` return only once the page
+    has settled (no request in flight for a while).
     """
 
     def __init__(self, playwright, server, profile: Path):
@@ -89,6 +90,7 @@ class Frontend:
         self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
         self.errors: list[str] = []  # caused by the current phase (the latest load, or anything done since)
         self.startup_errors: list[str] = []  # caused by the app starting up
+        self.late_errors: list[str] = []  # answers, arriving later, to requests an earlier load issued
         self.phase = 0
         self._issued: dict = {}  # request -> the phase it was issued in
         self._in_flight: set = set()
@@ -107,7 +109,8 @@ class Frontend:
             self.startup_errors.append(text)
         elif phase == self.phase:
             self.errors.append(text)
-        # else: a late answer to an earlier load's request, already reported with that load (see settle)
+        else:
+            self.late_errors.append(text)
 
     def _on_request(self, request) -> None:
         self._issued[request] = self.phase
@@ -154,10 +157,14 @@ class Frontend:
         self.page.wait_for_function(READY_JS, timeout=timeout_s * 1000)
         self.settle(quiet_s=1.0, timeout_s=timeout_s)
 
-    def load(self, workflow: dict) -> dict:
-        """loadGraphData as a drop would; returns what went wrong (see LOAD_JS) plus the errors it caused."""
+    def begin_phase(self) -> None:
+        """From now on, new requests and errors belong to a new phase (``errors`` starts empty)."""
         self.phase += 1
         self.errors.clear()
+
+    def load(self, workflow: dict) -> dict:
+        """loadGraphData as a drop would; returns what went wrong (see LOAD_JS) plus the errors it caused."""
+        self.begin_phase()
         report = self.page.evaluate(LOAD_JS, workflow)
         self.settle()
         report["errors"] = list(self.errors)

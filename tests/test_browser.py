@@ -108,6 +108,31 @@ def test_the_app_starts_without_errors_from_the_pack(frontend):
     assert not [e for e in frontend.startup_errors if "imagic" in e.lower()], frontend.startup_errors
 
 
+def test_a_late_failure_counts_for_the_phase_that_issued_the_request(frontend):
+    """What made the first workflow test flaky on a busy machine: the frontend's own start-up request (a 404
+    for a user file a fresh base directory lacks) answered only after the workflow began loading. Here a
+    request's answer is held back on purpose until the next phase has begun."""
+    held = []
+    early, during = "/api/userdata/imagic_never_saved_early.json", "/api/userdata/imagic_never_saved_during.json"
+    frontend.page.route(f"**{early}", lambda route: held.append(route))
+    try:
+        frontend.evaluate("(url) => { fetch(url); }", early)
+        deadline = time.time() + 60
+        while not held and time.time() < deadline:
+            frontend.page.wait_for_timeout(50)
+        assert held, "the request was not issued"
+        frontend.begin_phase()  # as a workflow load does
+        held[0].continue_()  # the earlier phase's 404 arrives now ...
+        frontend.evaluate("(url) => { fetch(url); }", during)  # ... and this phase fails a request of its own
+        frontend.settle()
+    finally:
+        frontend.page.unroute(f"**{early}")
+    mine = [e for e in frontend.errors if "imagic_never_saved" in e]
+    assert f"HTTP 404 Not Found ({frontend.server.url}{during})" in mine, frontend.errors
+    assert all(during in e for e in mine), mine  # the held-back answer is not this phase's
+    assert any(early in e for e in frontend.startup_errors + frontend.late_errors)
+
+
 def test_help_pages_are_served_where_the_frontend_looks(frontend, workflow_server):
     info = workflow_server.get("/object_info")
     for node_id in HELP_PAGES:
