@@ -34,6 +34,7 @@ readings go to ``--out``/outputs.jsonl, the table to stdout and ``--out``/table.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -354,8 +355,10 @@ def main(argv=None) -> int:
     pack = comfy_host.pack_module
     world = pack("core.shapes_world")
     grid = pack("core.grid")
-    if args.ckpt:
-        pack("nodes.shapes_checkpoint").CHECKPOINT = args.ckpt.resolve()  # what Imagic Shapes Checkpoint loads
+    if args.ckpt:  # what Imagic Shapes Checkpoint loads
+        shapes = pack("nodes.shapes_checkpoint")
+        shapes.CHECKPOINT = args.ckpt.resolve()
+        shapes.load_shapes_checkpoint = functools.partial(shapes.load_shapes_checkpoint, shapes.CHECKPOINT)
     runner = Runner(pack, args.tiny)
     from PIL import Image
 

@@ -1,6 +1,7 @@
 """Headless Imagic edit: run workflows/imagic_edit.json through ComfyUI's executor in this process.
 
     python cli/edit.py --image dog.png --text "a photo of a sitting dog" --eta 0.6 0.7 0.8 --out edits/
+    python cli/edit.py --image dog.png --text "a photo of a sitting dog" --eta auto   # picked by Imagic Auto Eta
     python cli/edit.py --batch input_list.json --image-dir images/ --out edits/     # TEdBench format
     python cli/edit.py --demo                                                        # tiny model, seconds on a CPU
 
@@ -26,6 +27,7 @@ if __name__ == "__main__":  # python cli/edit.py (or -m cli.edit): run the pack'
     sys.exit(comfy_host.pack_module("cli.edit").main())
 
 from . import comfy_host
+from .auto_eta_prompt import score_table, use_auto_eta
 from .edit_inputs import InputError, Job, batch_jobs, check_text, single_job
 from .edit_prompt import (
     EditSettings,
@@ -44,6 +46,16 @@ PROG = "imagic-edit"
 DEFAULT_WORKFLOW = comfy_host.PACK_DIR / "workflows" / "imagic_edit.json"
 DEMO = {"size": 64, "embed_steps": 16, "tune_steps": 16, "sample_steps": 4}
 SAVER = "ImagicSaveFinetune"
+AUTO = "auto"
+
+
+def eta_value(text: str) -> float | str:
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'auto': {text!r}") from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,7 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     how = p.add_argument_group("settings")
     how.add_argument("--ckpt", help="checkpoint name in ComfyUI's models/checkpoints, or a file path "
                                     "(default: the workflow's v1-5-pruned-emaonly.safetensors)")
-    how.add_argument("--eta", type=float, nargs="+", help="one or several etas (default 0.7); training runs once")
+    how.add_argument("--eta", type=eta_value, nargs="+",
+                     help="one or several etas (default 0.7); training runs once. 'auto': Imagic Auto Eta samples "
+                          "0.4-1.0, picks one by the frozen model's own score, and also writes the grid of all")
     how.add_argument("--embed-steps", type=int, help="Imagic Optimize Embedding steps (paper: 1000)")
     how.add_argument("--tune-steps", type=int, help="Imagic Finetune UNet steps (paper: 1500)")
     how.add_argument("--method", choices=["lora", "full"], help="fine-tune method (default lora)")
@@ -192,13 +206,19 @@ def run_job(session: Headless, prompt: dict, job: Job, number: int, etas: list[f
     image = stage_image(session, job, number)
     files = []
     for k, eta in enumerate(etas):
-        edit = for_edit(prompt, image, job.text, eta, f"{job.stem}_eta{eta:.2f}")
+        prefix = f"{job.stem}_{AUTO}" if eta == AUTO else f"{job.stem}_eta{eta:.2f}"
+        edit = for_edit(prompt, image, job.text, 0.0 if eta == AUTO else eta, prefix)
         if args.save_finetune and k == 0:
-            edit = save_finetune(edit, f"{job.stem}_finetune", eta)
+            edit = save_finetune(edit, f"{job.stem}_finetune", 0.0 if eta == AUTO else eta)
         elif any(n["class_type"] == SAVER for n in edit.values()):
             edit = without(edit, SAVER)
+        if eta == AUTO:
+            edit = use_auto_eta(edit, prefix)  # a saved fine-tune gets the chosen eta as its suggested eta
         before = set(out.glob("*.safetensors"))
-        files += written(session.run(edit), out)
+        outputs = session.run(edit)
+        if eta == AUTO:
+            print(score_table(outputs) or "", flush=True)
+        files += written(outputs, out)
         files += sorted(set(out.glob("*.safetensors")) - before)
     return files
 
@@ -216,14 +236,16 @@ def run(args) -> int:
             picture = write_demo_image(Path(tmp) / "demo.png", DEMO["size"])
             jobs = [Job(picture, check_text(args.text or DEMO_TEXT, "--text"), "demo")]
         etas = args.eta or [prompt[one(prompt, "ImagicInterpolateConditioning")]["inputs"]["eta"]]
+        if AUTO in etas and len(etas) > 1:
+            raise InputError("--eta auto picks the eta itself: give it alone, without numbers")
         out = args.out.expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         session.set_output_dir(out)
         session.add_model_dir("loras", out)  # where --save-finetune writes
         total = []
         for number, job in enumerate(jobs, 1):
-            print(f"[{number}/{len(jobs)}] {job.image.name}: \"{job.text}\", eta {', '.join(f'{e:g}' for e in etas)}",
-                  flush=True)
+            shown = ", ".join(str(e) if e == AUTO else f"{e:g}" for e in etas)
+            print(f"[{number}/{len(jobs)}] {job.image.name}: \"{job.text}\", eta {shown}", flush=True)
             for path in run_job(session, prompt, job, number, etas, args, out):
                 print(f"wrote {path}", flush=True)
                 total.append(path)

@@ -164,3 +164,29 @@ def test_on_the_shapes_model_auto_eta_reaches_the_target_where_eta_0_does_not(co
     assert getattr(eta0, attribute) == source[k], (eta0, report)  # eta 0 reconstructs: no edit
     assert getattr(chosen, attribute) == target[k], (chosen, report)  # the chosen eta edits
     assert report["eta"] > 0
+
+
+def test_cli_eta_auto_writes_the_chosen_edit_the_grid_and_saves_the_chosen_eta(tmp_path):
+    from test_cli import run_edit, wrote
+
+    out = tmp_path / "out"
+    result = run_edit("--demo", "--eta", "auto", "--save-finetune", "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.split("/")[-1] for p in wrote(result))
+    assert names[:2] == ["demo_auto_00001_.png", "demo_auto_grid_00001_.png"], names
+    assert names[-1] == "demo_finetune_00001_.safetensors", names
+    chosen = [line for line in result.stdout.splitlines() if line.endswith("<- chosen")]
+    assert len(chosen) == 1, result.stdout
+    with Image.open(out / "demo_auto_grid_00001_.png") as grid, Image.open(out / "demo_auto_00001_.png") as edit:
+        assert grid.width > 7 * edit.width  # input + 7 etas
+    import safetensors
+
+    with safetensors.safe_open(out / "demo_finetune_00001_.safetensors", "pt") as f:
+        assert float(f.metadata()["imagic.suggested_eta"]) == float(chosen[0].split()[0])
+
+
+def test_cli_eta_auto_cannot_be_mixed_with_numbers(tmp_path):
+    from test_cli import run_edit
+
+    result = run_edit("--demo", "--eta", "auto", "0.5", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "give it alone" in result.stderr and not (tmp_path / "out").exists()

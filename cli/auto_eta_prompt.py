@@ -1,0 +1,62 @@
+"""``--eta auto``: the edit workflow with Imagic Auto Eta in place of Interpolate Conditioning + KSampler + VAE Decode.
+
+Whatever took the decoded edit (Save Image, a labelled grid) takes the chosen edit instead; a second Save Image
+writes the grid of every eta tried. The sampler settings, the negative prompt and the VAE are the workflow's.
+"""
+from __future__ import annotations
+
+import copy
+
+from ..core.auto_eta import DEFAULT_RULE
+from .edit_prompt import PromptError, nodes_of, one
+
+AUTO_ETA = "ImagicAutoEta"
+
+
+def _fed_by(prompt: dict, source: str, class_type: str) -> str:
+    """The one ``class_type`` node with an input linked to ``source``."""
+    found = [n for n in nodes_of(prompt, class_type)
+             if any(isinstance(v, list) and len(v) == 2 and str(v[0]) == source
+                    for v in prompt[n]["inputs"].values())]
+    if len(found) != 1:
+        raise PromptError(f"--eta auto needs exactly one {class_type} fed by node {source}, the workflow has "
+                          f"{len(found)}")
+    return found[0]
+
+
+def use_auto_eta(prompt: dict, prefix: str, eta_min: float = 0.4, eta_max: float = 1.0, count: int = 7) -> dict:
+    """A copy of ``prompt`` that samples ``count`` etas and keeps the one Imagic Auto Eta chooses."""
+    out = copy.deepcopy(prompt)
+    optimize, tune = one(out, "ImagicOptimizeEmbedding"), one(out, "ImagicFinetuneUNet")
+    mix = one(out, "ImagicInterpolateConditioning")
+    sampler = _fed_by(out, mix, "KSampler")
+    decode = _fed_by(out, sampler, "VAEDecode")
+    s, o = out[sampler]["inputs"], out[optimize]["inputs"]
+    node = str(max(int(k) for k in out if k.isdigit()) + 1)
+    out[node] = {"class_type": AUTO_ETA, "_meta": {"title": "Imagic Auto Eta"}, "inputs": {
+        "model": o["model"], "finetuned_model": [tune, 0], "optimized": [optimize, 0],
+        "target": o["conditioning"], "negative": s["negative"], "latent": o["latent"],
+        "vae": out[decode]["inputs"]["vae"], "eta_min": eta_min, "eta_max": eta_max, "count": count,
+        "rule": DEFAULT_RULE, "seed": s["seed"], "steps": s["steps"], "cfg": s["cfg"],
+        "sampler_name": s["sampler_name"], "scheduler": s["scheduler"]}}
+    moved = {decode: [node, 0], sampler: [node, 1]}  # the decoded edit -> the chosen image; its latent -> latent
+    for other in out.values():
+        for name, value in other["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) in moved:
+                other["inputs"][name] = list(moved[str(value[0])])
+    for gone in (mix, sampler, decode):
+        del out[gone]
+    for saver in nodes_of(out, "ImagicSaveFinetune"):
+        out[saver]["inputs"]["suggested_eta"] = [node, 3]  # the chosen eta
+    out[str(int(node) + 1)] = {"class_type": "SaveImage",
+                               "inputs": {"images": [node, 2], "filename_prefix": f"{prefix}_grid"}}
+    return out
+
+
+def score_table(outputs: dict) -> str | None:
+    """The score table Imagic Auto Eta showed (its UI text), from the executor's UI outputs."""
+    for node_output in outputs.values():
+        text = node_output.get("text")
+        if text:
+            return text[0]
+    return None
