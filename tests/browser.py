@@ -95,7 +95,8 @@ class Frontend:
         self._issued: dict = {}  # request -> the phase it was issued in
         self._in_flight: set = set()
         self.page.on("console", self._on_console)
-        self.page.on("pageerror", lambda error: self._record(self.phase, f"page error: {error}"))
+        # with the stack: it names the script that threw (ours or the frontend's)
+        self.page.on("pageerror", lambda error: self._record(self.phase, f"page error: {error.stack or error}"))
         self.page.on("request", self._on_request)
         self.page.on("requestfinished", lambda request: self._in_flight.discard(request))
         self.page.on("requestfailed", self._on_request_failed)
