@@ -2,12 +2,15 @@
 
 Nodes are found by what they are, not by their ids, so an edited copy of the workflow (``--workflow``) works
 as long as it keeps one Load Image, one Imagic Optimize Embedding (fed by the target text's CLIP Text Encode),
-one Imagic Finetune UNet, one Imagic Interpolate Conditioning and one Save Image.
+one Imagic Finetune UNet, one Imagic Interpolate Conditioning and one Save Image for the edit (a Save Image
+fed by Imagic Labelled Grid saves the labelled input | edit).
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+
+GRID = "ImagicLabelledGrid"
 
 
 class PromptError(ValueError):
@@ -60,8 +63,9 @@ def apply_settings(prompt: dict, settings: EditSettings) -> dict:
     """A copy of ``prompt`` with the settings shared by every image and eta of a run."""
     out = copy.deepcopy(prompt)
     target_encoder(out)  # fail early on a workflow without the Imagic chain
-    for class_type in ("LoadImage", "ImagicFinetuneUNet", "ImagicInterpolateConditioning", "SaveImage"):
+    for class_type in ("LoadImage", "ImagicFinetuneUNet", "ImagicInterpolateConditioning"):
         one(out, class_type)
+    the_edit_saver(out)
     _set(out, "CheckpointLoaderSimple", ckpt_name=settings.ckpt)
     _set(out, "ImagicOptimizeEmbedding", steps=settings.embed_steps, seed=settings.seed)
     _set(out, "ImagicFinetuneUNet", steps=settings.tune_steps, method=settings.method, seed=settings.seed)
@@ -71,13 +75,32 @@ def apply_settings(prompt: dict, settings: EditSettings) -> dict:
     return out
 
 
+def the_edit_saver(prompt: dict) -> str:
+    """The one Save Image that saves the edit itself (not fed by an Imagic Labelled Grid)."""
+    savers = [n for n in nodes_of(prompt, "SaveImage") if not _from_grid(prompt, n)]
+    if len(savers) != 1:
+        raise PromptError(f"the workflow needs exactly one Save Image for the edit (not fed by {GRID}), "
+                          f"it has {len(savers)}")
+    return savers[0]
+
+
+def _from_grid(prompt: dict, node_id: str) -> bool:
+    source = linked_node(prompt, node_id, "images")
+    return source is not None and prompt[source]["class_type"] == GRID
+
+
 def for_edit(prompt: dict, image: str, text: str, eta: float, prefix: str) -> dict:
-    """A copy of ``prompt`` for one image, target text and eta, saving under ``prefix``."""
+    """A copy of ``prompt`` for one image, target text and eta, saving the edit under ``prefix`` and the
+    labelled input | edit picture (where the workflow has one) under ``prefix_input_edit``."""
     out = copy.deepcopy(prompt)
     out[one(out, "LoadImage")]["inputs"]["image"] = image
     out[target_encoder(out)]["inputs"]["text"] = text
     out[one(out, "ImagicInterpolateConditioning")]["inputs"]["eta"] = eta
-    out[one(out, "SaveImage")]["inputs"]["filename_prefix"] = prefix
+    out[the_edit_saver(out)]["inputs"]["filename_prefix"] = prefix
+    for saver in nodes_of(out, "SaveImage"):
+        if _from_grid(out, saver):
+            out[saver]["inputs"]["filename_prefix"] = f"{prefix}_input_edit"
+            out[linked_node(out, saver, "images")]["inputs"]["labels"] = f"input\nedit, eta {eta:g}"
     return out
 
 

@@ -78,8 +78,9 @@ def labelled_grid(images: list[Image.Image], labels: list[str], columns: int = 0
 
 
 def tensor_to_pils(images: torch.Tensor) -> list[Image.Image]:
-    """A ComfyUI IMAGE batch ([B, H, W, C] floats in 0..1) as one RGB PIL image per frame."""
-    arrays = (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    """A ComfyUI IMAGE batch ([B, H, W, C] floats in 0..1) as one RGB PIL image per frame, quantised as
+    ComfyUI's Save Image does (255 * x, truncated), so a tile equals the saved picture."""
+    arrays = (images[..., :3].clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
     return [Image.fromarray(a) for a in arrays]
 
 

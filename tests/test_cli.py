@@ -7,11 +7,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
+
 from conftest import HOST, NO_HOST
 from graphs import write_input_image
-from pack import ROOT, comfy_host
-from PIL import Image
+from pack import ROOT, comfy_host, sub
 
 pytestmark = pytest.mark.skipif(HOST is None, reason=NO_HOST)
 EDIT = ROOT / "cli" / "edit.py"
@@ -45,15 +47,27 @@ def test_demo_runs_the_whole_edit_on_the_tiny_model(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     files = wrote(result)
     assert sorted(os.path.basename(f) for f in files) == [
-        "demo_eta0.50_00001_.png", "demo_eta0.90_00001_.png", "demo_finetune_00001_.safetensors"]
+        "demo_eta0.50_00001_.png", "demo_eta0.50_input_edit_00001_.png", "demo_eta0.90_00001_.png",
+        "demo_eta0.90_input_edit_00001_.png", "demo_finetune_00001_.safetensors"]
     assert all(os.path.isfile(f) and os.path.dirname(f) == str(out) for f in files)
-    assert result.stdout.splitlines()[-1] == f"3 file(s) in {out}"
+    assert result.stdout.splitlines()[-1] == f"5 file(s) in {out}"
     assert "Imagic: optimize embedding" in result.stderr and "Imagic: finetune" in result.stderr  # progress bars
     prompt = embedded_prompt(out / "demo_eta0.90_00001_.png")
     assert inputs_of(prompt, "ImagicTinyCheckpoint") and not inputs_of(prompt, "CheckpointLoaderSimple")
     assert inputs_of(prompt, "ImagicInterpolateConditioning")[0]["eta"] == 0.9
     with Image.open(out / "demo_eta0.50_00001_.png") as image:
         assert image.size == (64, 64)
+        edit = np.asarray(image.convert("RGB"))
+    # the labelled before/after: the input photo and this edit, each under its label (eta written on it)
+    grid = sub("core.grid")
+    strip = round(grid.font_size(64) * 1.6)
+    with Image.open(out / "demo_eta0.50_input_edit_00001_.png") as image:
+        assert image.size == (2 * 64 + grid.GAP, strip + 64)
+        pair = np.asarray(image.convert("RGB"))
+        labels = inputs_of(json.loads(image.info["prompt"]), "ImagicLabelledGrid")[0]["labels"]
+    assert labels == "input\nedit, eta 0.5"
+    assert np.array_equal(pair[strip:, 64 + grid.GAP:], edit)
+    assert (pair[:strip] < 128).any(), "no label drawn"
 
 
 def test_batch_mode_takes_a_tedbench_list(tmp_path):
@@ -69,8 +83,8 @@ def test_batch_mode_takes_a_tedbench_list(tmp_path):
                       "--eta", "0.6", "0.8", "--embed-steps", 3, "--tune-steps", 3, "--sample-steps", 2, "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     names = sorted(os.path.basename(f) for f in wrote(result))
-    assert names == ["001_cat_eta0.60_00001_.png", "001_cat_eta0.80_00001_.png",
-                     "002_dog_eta0.60_00001_.png", "002_dog_eta0.80_00001_.png"]
+    assert names == sorted(f"{stem}_eta{eta}{kind}_00001_.png" for stem in ("001_cat", "002_dog")
+                           for eta in ("0.60", "0.80") for kind in ("", "_input_edit"))
     assert "[1/2] cat.png" in result.stdout and "[2/2] dog.png" in result.stdout
     prompt = embedded_prompt(out / "002_dog_eta0.80_00001_.png")
     texts = [i["text"] for i in inputs_of(prompt, "CLIPTextEncode")]

@@ -3,16 +3,19 @@ real server, valid against its live /object_info once converted to API format (C
 /prompt), and run through /prompt on the tiny model."""
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
-from conftest import HOST, NO_HOST
-from pack import sub
 from PIL import Image
+
+from conftest import HOST, NO_HOST
+from pack import ROOT, sub
 from workflow_env import NAMES, api_prompt, load, named_files, tiny
 
 SD15 = "v1-5-pruned-emaonly.safetensors"
 STITCH_GAP = 8  # the spacing_width of the workflows' Image Stitch nodes
+GRID = sub("core.grid")
 host = pytest.mark.skipif(HOST is None, reason=NO_HOST)
 
 
@@ -77,6 +80,18 @@ def test_eta_grid_samples_six_etas_from_one_finetune():
         0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
+def test_every_template_has_its_place_and_one_line_in_the_template_index():
+    """js/templates.json orders the template browser (the demo first) and gives each template its one line;
+    64 characters fit the two lines a card shows (frontend 1.27, 16rem cards: ~38 characters a line)."""
+    index = json.loads((ROOT / "js" / "templates.json").read_text(encoding="utf-8"))
+    names = [t["name"] for t in index]
+    assert names[0] == "imagic_demo_shapes" and len(set(names)) == len(names)
+    shipped = {p.stem for p in (ROOT / "workflows").glob("*.json")}
+    assert shipped <= set(names), f"templates without a line in js/templates.json: {shipped - set(names)}"
+    assert set(names) - shipped <= {"imagic_demo_shapes"}, "js/templates.json names a workflow that is not there"
+    assert all(0 < len(t["description"]) <= 64 for t in index)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Against the real server.
 
@@ -127,17 +142,27 @@ def test_runs_on_the_tiny_model(workflow_server, object_info, name):
     which no tiny family has: the tiny SD1.5 model ignores the photo concat, so this run checks the wiring."""
     result = workflow_server.run_prompt(tiny(api_prompt(load(name), object_info)))
     assert_success(result)
+    if name == "imagic_edit":  # the edit, and input | edit under their labels
+        strip = round(GRID.font_size(64) * 1.6)
+        assert sorted(i.size for i in saved_images(workflow_server, result)) == [(64, 64), (2 * 64 + GRID.GAP,
+                                                                                           strip + 64)]
+        return
     (image,) = saved_images(workflow_server, result)
-    expected = (64, 64) if name == "imagic_edit" else (3 * 64 + 2 * STITCH_GAP, 64)
-    assert image.size == expected
+    assert image.size == (3 * 64 + 2 * STITCH_GAP, 64)
 
 
 @host
-def test_eta_grid_runs_on_the_tiny_model_as_a_2_by_3_grid(workflow_server, object_info):
-    result = workflow_server.run_prompt(tiny(api_prompt(load("imagic_eta_grid"), object_info)))
+def test_eta_grid_runs_on_the_tiny_model_as_a_labelled_grid(workflow_server, object_info):
+    """The input photo, then one tile per eta, four to a row, each under its label."""
+    workflow = load("imagic_eta_grid")
+    (grid_node,) = nodes(workflow, "ImagicLabelledGrid")
+    etas = sorted(n["widgets_values"][0] for n in nodes(workflow, "ImagicInterpolateConditioning"))
+    assert grid_node["widgets_values"] == ["input\n" + "\n".join(f"eta {e:.1f}" for e in etas), 4]
+    result = workflow_server.run_prompt(tiny(api_prompt(workflow, object_info)))
     assert_success(result)
     (image,) = saved_images(workflow_server, result)
-    assert image.size == (3 * 64 + 2 * STITCH_GAP, 2 * 64 + STITCH_GAP)
+    strip = round(GRID.font_size(64) * 1.6)
+    assert image.size == (4 * 64 + 3 * GRID.GAP, 2 * (strip + 64) + GRID.GAP)
 
 
 @host

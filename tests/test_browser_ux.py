@@ -1,0 +1,168 @@
+"""A new user's first minutes in the real frontend (headless Chromium, tests/browser.py): the template browser
+lists the pack's workflows in the order a user wants them, each with one line saying what it is; the loader
+has no seed that re-rolls; imagic_edit saves input | edit and the eta grid labels its tiles; a second Run of
+an unchanged graph executes no node. Screenshots go to docs/screenshots/ (IMAGIC_PUBLISH_SCREENSHOTS=1)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from PIL import Image
+
+from browser import Frontend, missing_reason, publish
+from conftest import HOST, NO_HOST
+from pack import ROOT, sub
+from test_browser import DOCS_SCREENSHOTS, TINY_RUN_JS, wait_idle
+from workflow_env import TEST_IMAGE, load
+
+pytestmark = [pytest.mark.skipif(HOST is None, reason=NO_HOST),
+              pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))]
+PACK = "comfyui-imagic"  # the folder name the test server gives the pack (tests/live_server.py)
+INDEX = json.loads((ROOT / "js" / "templates.json").read_text(encoding="utf-8"))
+GRID = sub("core.grid")
+
+OPEN_TEMPLATES_JS = """async () => { await app.extensionManager.command.execute("Comfy.BrowseTemplates"); }"""
+CARDS_JS = """() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')]
+  .filter(card => card.offsetParent !== null)
+  .map(card => ({name: card.dataset.testid.slice("template-workflow-".length),
+                 description: card.querySelector(".imagic-template-description")?.textContent ?? null}))"""
+DIALOGS_JS = """() => [...document.querySelectorAll('.p-dialog')].filter(e => e.offsetParent !== null).length"""
+
+
+@pytest.fixture(scope="module")
+def frontend(workflow_server, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        page = Frontend(playwright, workflow_server, tmp_path_factory.mktemp("chromium-profile"))
+        try:
+            page.open()
+            yield page
+        finally:
+            page.close()
+
+
+def expected_order(served: list[str]) -> list[str]:
+    listed = [t["name"] for t in INDEX if t["name"] in served]
+    return listed + [name for name in served if name not in listed]
+
+
+def test_template_browser_lists_ours_in_order_with_one_line_each(frontend, workflow_server, tmp_path):
+    served = workflow_server.get("/api/workflow_templates")[PACK]
+    assert sorted(served) == sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    described = {t["name"]: t["description"] for t in INDEX}
+    assert not [name for name in served if name not in described], "a template without its line in templates.json"
+
+    frontend.evaluate(OPEN_TEMPLATES_JS)
+    frontend.page.get_by_text(PACK, exact=True).first.click()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        cards = frontend.evaluate(CARDS_JS)
+        if len(cards) == len(served) and all(c["description"] for c in cards):
+            break
+        time.sleep(0.3)
+    assert [c["name"] for c in cards] == expected_order(served)
+    assert all(c["description"] == described[c["name"]] for c in cards), cards
+    if "imagic_demo_shapes" in served:
+        assert cards[0]["name"] == "imagic_demo_shapes"
+    else:
+        assert cards[0]["name"] == "imagic_edit"  # until the demo template exists
+    shot = tmp_path / "template_browser.png"
+    frontend.page.screenshot(path=str(shot))
+    publish(shot, DOCS_SCREENSHOTS, width=1400)
+    close_dialogs(frontend)
+
+
+def close_dialogs(frontend) -> None:
+    deadline = time.time() + 30
+    while frontend.evaluate(DIALOGS_JS) and time.time() < deadline:
+        frontend.page.keyboard.press("Escape")
+        time.sleep(0.3)
+    assert frontend.evaluate(DIALOGS_JS) == 0, "a dialog stays open over the canvas"
+
+
+def test_the_tiny_checkpoint_seed_has_no_control_after_generate(frontend):
+    close_dialogs(frontend)
+    frontend.load(load("imagic_edit"))
+    names = frontend.evaluate("""() => LiteGraph.createNode("ImagicTinyCheckpoint").widgets.map(w => w.name)""")
+    assert names == ["family", "seed"]
+
+
+# After TINY_RUN_JS: 128 px pictures, so the saved grids show legible labels in the screenshots.
+SIZE_JS = """(size) => {
+  for (const n of app.graph.nodes.filter(n => ["ImageScale", "EmptyLatentImage"].includes(n.type)))
+    for (const name of ["width", "height"]) n.widgets.find(w => w.name === name).value = size;
+}"""
+SIZE = 128
+
+
+def new_history(server, before: set[str]) -> dict:
+    history = server.get("/history")
+    (prompt_id,) = set(history) - before
+    return history[prompt_id]
+
+
+def queue_from_the_frontend(frontend, server) -> dict:
+    """Press Run (app.queuePrompt) and wait for the run's /history entry."""
+    wait_idle(server)
+    before = set(server.get("/history"))
+    frontend.evaluate("() => app.queuePrompt(0, 1)")
+    time.sleep(0.5)
+    wait_idle(server)
+    entry = new_history(server, before)
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert entry["status"]["status_str"] == "success", errors[:1]
+    return entry
+
+
+def saved(server, entry: dict, node_id) -> Image.Image:
+    (image,) = entry["outputs"][str(node_id)]["images"]
+    return Image.open(server.base / "output" / image["subfolder"] / image["filename"])
+
+
+def node_ids(frontend, node_type: str) -> list[int]:
+    return frontend.evaluate("(t) => app.graph.nodes.filter(n => n.type === t).map(n => n.id)", node_type)
+
+
+def grid_saver(frontend) -> int:
+    return frontend.evaluate("""() => app.graph.nodes.find(n => n.type === "SaveImage"
+        && n.getInputNode(0)?.type === "ImagicLabelledGrid").id""")
+
+
+def test_imagic_edit_saves_input_and_edit_and_a_second_run_executes_nothing(frontend, workflow_server, tmp_path):
+    assert frontend.load(load("imagic_edit"))["missing"] == []
+    frontend.evaluate(TINY_RUN_JS, {"image": TEST_IMAGE, "steps": 4})
+    frontend.evaluate(SIZE_JS, SIZE)
+    first = queue_from_the_frontend(frontend, workflow_server)
+    pair = saved(workflow_server, first, grid_saver(frontend))
+    strip = round(GRID.font_size(SIZE) * 1.6)
+    assert pair.size == (2 * SIZE + GRID.GAP, strip + SIZE)
+    time.sleep(1.0)  # the saved pictures show on their nodes
+    close_dialogs(frontend)
+    shot = tmp_path / "imagic_edit_before_after.png"
+    frontend.screenshot(shot, node_ids=[grid_saver(frontend), *node_ids(frontend, "ImagicLabelledGrid")])
+    publish(shot, DOCS_SCREENSHOTS, width=900)
+
+    # Run again, nothing changed: every node comes from ComfyUI's cache (the tiny checkpoint's seed, the
+    # training and sampler seeds stay as they are), so A and B do not train again.
+    second = queue_from_the_frontend(frontend, workflow_server)
+    prompt = second["prompt"][2]
+    cached = [m[1]["nodes"] for m in second["status"]["messages"] if m[0] == "execution_cached"]
+    assert cached and sorted(cached[0]) == sorted(prompt), (cached, sorted(prompt))
+    assert first["prompt"][2] == prompt
+
+
+def test_eta_grid_shows_each_eta_on_its_tile(frontend, workflow_server, tmp_path):
+    assert frontend.load(load("imagic_eta_grid"))["missing"] == []
+    frontend.evaluate(TINY_RUN_JS, {"image": TEST_IMAGE, "steps": 3})
+    frontend.evaluate(SIZE_JS, SIZE)
+    entry = queue_from_the_frontend(frontend, workflow_server)
+    grid = saved(workflow_server, entry, grid_saver(frontend))
+    strip = round(GRID.font_size(SIZE) * 1.6)
+    assert grid.size == (4 * SIZE + 3 * GRID.GAP, 2 * (strip + SIZE) + GRID.GAP)
+    time.sleep(1.0)
+    close_dialogs(frontend)
+    shot = tmp_path / "imagic_eta_grid_labelled.png"
+    frontend.screenshot(shot, node_ids=[grid_saver(frontend)])
+    publish(shot, DOCS_SCREENSHOTS, width=900)

@@ -1,0 +1,27 @@
+"""The help pages (js/docs/<NodeId>.md) read in the node library's side panel at its default width: no tables
+(the panel clips their right columns) and no wide preformatted lines (they scroll out of sight)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pack import ROOT
+
+PAGES = sorted((ROOT / "js" / "docs").glob("*.md"))
+PANEL_CHARS = 48  # a code line the default-width panel shows whole
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_help_page_fits_the_node_library_panel(page):
+    lines = page.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("# ")
+    tables = [line for line in lines if re.match(r"^\s*\|.*\|\s*$", line)]
+    assert not tables, f"a table (clipped in the panel; write a list): {tables[0]}"
+    fenced, wide = False, []
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif (fenced or line.startswith("    ")) and len(line.rstrip()) > PANEL_CHARS:
+            wide.append(line)
+    assert not wide, f"a preformatted line wider than the panel: {wide[0]}"
