@@ -45,6 +45,9 @@ from .workflow_api import WorkflowError, object_info_in_process, set_mode, to_ap
 PROG = "imagic-edit"
 DEFAULT_WORKFLOW = comfy_host.PACK_DIR / "workflows" / "imagic_edit.json"
 DEMO = {"size": 64, "embed_steps": 16, "tune_steps": 16, "sample_steps": 4}
+# The tiny model's tensors are too small to share among threads: on a 2-core machine --demo took 34-70 s with
+# one torch thread and 299-401 s with two (README, "Run it: headless edit").
+DEMO_THREADS = 1
 SAVER = "ImagicSaveFinetune"
 AUTO = "auto"
 
@@ -90,6 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--comfyui", type=Path, help="the ComfyUI folder (default: found like the tests find it)")
     run.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW, help="an edited copy of imagic_edit.json")
     run.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
+    run.add_argument("--threads", type=int, help=f"torch CPU threads (default: {DEMO_THREADS} for --demo, the "
+                                                 "fastest measured for the tiny model; else torch's own default)")
     run.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log")
     return p.parse_args(argv)
 
@@ -223,12 +228,26 @@ def run_job(session: Headless, prompt: dict, job: Job, number: int, etas: list[f
     return files
 
 
+def set_threads(args) -> int:
+    """torch's CPU thread count for this run: --threads, else DEMO_THREADS for --demo (unless OMP_NUM_THREADS
+    says otherwise), else torch's default. Returns the count in use."""
+    import torch
+
+    threads = args.threads or (DEMO_THREADS if args.demo and "OMP_NUM_THREADS" not in os.environ else None)
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be 1 or more, not {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def run(args) -> int:
     host = find_host(args.comfyui)
     jobs = plan_jobs(args)
     workflow = load_workflow(args.workflow)
     if args.demo and args.ckpt:
         raise InputError("--demo runs the tiny built-in model; leave out --ckpt")
+    set_threads(args)
     with tempfile.TemporaryDirectory(prefix="imagic-edit-") as tmp:
         session = Headless(host, Path(tmp), cpu=args.cpu or not accelerator_available(), verbose=args.verbose)
         prompt = build_prompt(session, args, workflow)

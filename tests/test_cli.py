@@ -123,3 +123,21 @@ def test_bad_input_gives_one_clear_line_and_writes_nothing(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("imagic-edit: error: ") and phrase in lines[0], result.stderr
     assert result.stdout == ""
     assert not out.exists()
+
+
+def test_demo_runs_with_the_thread_count_measured_fastest(monkeypatch):
+    """--demo: one torch thread unless --threads or OMP_NUM_THREADS say otherwise (README: the measurement)."""
+    import torch
+
+    edit = sub("cli.edit")
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        torch.set_num_threads(2)
+        assert edit.set_threads(edit.parse_args(["--demo"])) == edit.DEMO_THREADS == 1
+        assert edit.set_threads(edit.parse_args(["--demo", "--threads", "2"])) == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert edit.set_threads(edit.parse_args(["--demo"])) == 2  # the user's setting stays
+        assert edit.set_threads(edit.parse_args(["--image", "x.png"])) == 2  # not the demo: torch's default
+    finally:
+        torch.set_num_threads(before)
