@@ -40,6 +40,9 @@ UNET_SUFFIXES = (".lora_up.weight", ".lora_down.weight", ".alpha", ".diff", ".di
 SAMPLED_TENSORS = 32
 VALUES_PER_TENSOR = 8
 SAME_WEIGHTS_TOLERANCE = 1e-2
+# The target text is stored in the safetensors header, which readers cap at 100 MB; a text is refused above
+# 1 MB (a prompt is a few hundred bytes), before any work.
+MAX_TEXT_BYTES = 1_000_000
 
 
 class FormatError(ValueError):
@@ -49,6 +52,23 @@ class FormatError(ValueError):
         super().__init__(f"{problem}. Fix: {fix}")
         self.problem = problem
         self.fix = fix
+
+
+def first_nonfinite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The first key (sorted) whose tensor holds NaN or an infinity, else None: the one finite-values check
+    of the fine-tune (on save: the delta and e_opt; on load: every tensor of the file)."""
+    for key in sorted(tensors):
+        value = tensors[key]
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            return key
+    return None
+
+
+def check_text(text: str) -> None:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_BYTES:
+        raise FormatError(f"the target text is {size} bytes; a fine-tune file stores at most {MAX_TEXT_BYTES} "
+                          "bytes of text", "shorten target_text (a prompt is usually a few hundred bytes)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -93,6 +113,10 @@ def conditioning_to_tensors(conditioning: list) -> tuple[dict[str, torch.Tensor]
             except TypeError:
                 dropped.append(f"{i}.{key}")
         layout.append({"tensors": names, "values": values})
+    bad = first_nonfinite(tensors)
+    if bad:
+        raise FormatError(f"e_opt has NaN or infinite values (in '{bad}')",
+                          "run Imagic Optimize Embedding again with a lower learning_rate")
     return tensors, layout, dropped
 
 
@@ -111,8 +135,9 @@ def conditioning_from_tensors(tensors: Mapping[str, torch.Tensor], layout: list[
                 main = tensors[key]
             else:
                 extras[name] = tensors[key]
-        if main is None:
-            raise FormatError(f"e_opt entry {i} has no '{CROSS_ATTN}' tensor", "the file is damaged: save the fine-tune again")
+        if main is None or main.ndim != 3:
+            raise FormatError(f"e_opt entry {i} has no '{CROSS_ATTN}' tensor of shape (batch, tokens, width)",
+                              "the file is damaged: save the fine-tune again")
         out.append([main, extras])
     return out
 
@@ -183,9 +208,9 @@ def check_unet_keys(delta: Mapping[str, torch.Tensor]) -> None:
     if bad:
         raise FormatError(f"the fine-tune has {len(bad)} key(s) that are not UNet LoRA/diff weights "
                           f"(e.g. '{bad[0]}')", "connect the 'lora' output of Imagic Finetune UNet")
-    bad = [k for k, v in delta.items() if not torch.isfinite(v).all()]
+    bad = first_nonfinite(delta)
     if bad:
-        raise FormatError(f"the fine-tune has NaN or infinite values (e.g. in '{bad[0]}')",
+        raise FormatError(f"the fine-tune has NaN or infinite values (in '{bad}')",
                           "train again with a lower learning_rate")
 
 
@@ -421,9 +446,12 @@ def read_metadata(metadata: Mapping[str, str]) -> FinetuneInfo:
         raise FormatError(f"the Imagic metadata is incomplete or invalid ({type(e).__name__}: {e})", damaged) from None
     if info.method not in ("lora", "full") or info.storage not in STORAGES:
         raise FormatError(f"unknown method/storage '{info.method}'/'{info.storage}' in the metadata", damaged)
-    if not isinstance(info.e_opt_layout, list) or not info.e_opt_layout or not all(
-            isinstance(e, dict) and isinstance(e.get("tensors"), list) for e in info.e_opt_layout):
-        raise FormatError("the e_opt layout in the metadata is invalid", damaged)
+    if not _valid_layout(info.e_opt_layout):
+        raise FormatError("the e_opt layout in the metadata (imagic.e_opt) is invalid", damaged)
+    if not _valid_fingerprint(info.fingerprint):
+        raise FormatError("the base model fingerprint in the metadata (imagic.base_fingerprint) is invalid", damaged)
+    if not math.isfinite(info.suggested_eta):
+        raise FormatError(f"the suggested eta in the metadata is {info.suggested_eta}, not a finite number", damaged)
     for name, kind in TRAINING_FIELDS.items():
         raw = metadata.get(f"{META}{name}")
         if raw is not None:
@@ -432,6 +460,23 @@ def read_metadata(metadata: Mapping[str, str]) -> FinetuneInfo:
             except ValueError:
                 pass
     return info
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _valid_fingerprint(fp) -> bool:
+    return (isinstance(fp, dict) and isinstance(fp.get("architecture"), str) and isinstance(fp.get("tensors"), int)
+            and isinstance(fp.get("sample"), list) and all(_number(x) for x in fp["sample"]))
+
+
+def _valid_layout(layout) -> bool:
+    """A non-empty list of {"tensors": [names, "cross_attn" among them], "values": {str: plain data}}."""
+    return isinstance(layout, list) and bool(layout) and all(
+        isinstance(e, dict) and isinstance(e.get("tensors"), list) and CROSS_ATTN in e["tensors"]
+        and all(isinstance(n, str) and n for n in e["tensors"]) and isinstance(e.get("values", {}), dict)
+        for e in layout)
 
 
 def split_tensors(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -9,9 +9,11 @@ from .load_finetune import ImagicLoadFinetune
 from .optimize_embedding import ImagicOptimizeEmbedding
 from .save_finetune import ImagicSaveFinetune
 from .tiny_checkpoint import ImagicTinyCheckpoint
+from .widget_values import guarded
 
 
 class ImagicExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [ImagicOptimizeEmbedding, ImagicFinetuneUNet, ImagicInterpolateConditioning, ImagicSaveFinetune,
-                ImagicLoadFinetune, ImagicTinyCheckpoint, ImagicLabelledGrid, ImagicAutoEta]
+        nodes = [ImagicOptimizeEmbedding, ImagicFinetuneUNet, ImagicInterpolateConditioning, ImagicSaveFinetune,
+                 ImagicLoadFinetune, ImagicTinyCheckpoint, ImagicLabelledGrid, ImagicAutoEta]
+        return [guarded(node) for node in nodes]  # combo values and floats checked before each runs

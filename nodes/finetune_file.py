@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
+import uuid
 from dataclasses import dataclass
 
 import safetensors
@@ -60,54 +62,99 @@ def model_fingerprint(model) -> dict:
         return fmt.fingerprint(shapes, value)
 
 
-def _tensor_ids(obj, out: set, depth: int = 0) -> set:
-    if depth > 4:
-        return out
-    if isinstance(obj, torch.Tensor):
-        out.add(id(obj))
-    elif isinstance(obj, (list, tuple)):
-        for x in obj:
-            _tensor_ids(x, out, depth + 1)
-    elif hasattr(obj, "weights"):  # comfy.weight_adapter adapters keep their tensors in .weights
-        _tensor_ids(obj.weights, out, depth + 1)
-    return out
-
-
-def carries_delta(model, delta: dict) -> bool:
-    """True when ``model`` already has ``delta``'s tensors among its patches (it is the fine-tuned MODEL
-    output of Imagic Finetune UNet, or Load LoRA Model of this LORA_MODEL), not the base model."""
-    ids = set()
-    for patch_list in model.patches.values():
-        _tensor_ids(patch_list, ids)
-    return any(id(v) in ids for v in delta.values())
+def carries_delta(model, delta: dict, weights: int = 16) -> bool:
+    """True when ``model`` already computes with ``delta`` applied (the fine-tuned MODEL, not the base): on the
+    weights ``delta`` changes, the model's own patches hold at least half of the delta's change. Compared by
+    values, so a copy read back from a file (Load LoRA, Imagic Load Finetune, an SVD-stored ``full``) counts
+    like Imagic Finetune UNet's own output, and an unrelated LoRA on the base does not. Up to ``weights``
+    weights, spread over the delta, are compared. (A fine-tune merged into a checkpoint's weights has no
+    patches left to compare: that is not detected.)"""
+    patches = comfy.lora.load_lora(delta, comfy.lora.model_lora_keys_unet(model.model, {}), log_missing=False)
+    entries = _unet_weights(model)
+    names = sorted(k for k in patches if isinstance(k, str) and k in entries)
+    inner = norm = 0.0
+    with torch.inference_mode():
+        for key in names[:: max(1, math.ceil(len(names) / weights))]:
+            (weight, convert), *model_patches = entries[key]
+            w = convert(weight.to(torch.float32, copy=True), inplace=True)
+            d = comfy.lora.calculate_weight([(1.0, patches[key], 1.0, None, None)], w.clone(), key) - w
+            m = comfy.lora.calculate_weight(model_patches, w.clone(), key) - w if model_patches else 0 * w
+            inner += float((m.double() * d.double()).sum())
+            norm += float((d.double() ** 2).sum())
+    return norm > 0 and inner > 0.5 * norm
 
 
 # ---------------------------------------------------------------------------------------------------
 # Where a file goes
 
 
+PREFIX_FIX = "use a short relative prefix inside the loras folder, such as 'imagic/finetune'"
+
+
 def loras_folder() -> str:
     return os.path.abspath(folder_paths.get_folder_paths("loras")[0])
 
 
+MAX_FOLDER_DEPTH = 32  # subfolders a prefix may nest
+COUNTER_SUFFIX = len("_00001_.safetensors")  # what the saved name adds to the prefix's last part
+
+
+def _limit(root: str, name: str, default: int) -> int:
+    try:
+        return os.pathconf(root, name)
+    except (OSError, ValueError, AttributeError):  # no such limit here (Windows)
+        return default
+
+
+def prefix_problem(filename_prefix, root: str) -> str | None:
+    """Why ``filename_prefix`` cannot name a file inside the loras folder ``root``, or None. Checks the text
+    only (nothing is created): the same answer before training (validation) and when saving."""
+    prefix = filename_prefix.strip() if isinstance(filename_prefix, str) else ""
+    shown = repr(filename_prefix)[:80] + ("..." if len(repr(filename_prefix)) > 80 else "")
+    if not prefix or prefix.endswith(("/", "\\")):
+        return f"filename_prefix {shown} has no file name"
+    control = next((i for i, c in enumerate(prefix) if ord(c) < 32 or ord(c) == 127), None)
+    if control is not None:
+        return (f"filename_prefix {shown} contains a control character (U+{ord(prefix[control]):04X} at position "
+                f"{control}), which file names must not hold")
+    if os.path.isabs(prefix) or prefix.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", prefix):
+        return f"filename_prefix {shown} is an absolute path; files are saved only inside ComfyUI's models/loras folder"
+    parts = re.split(r"[/\\]+", prefix)
+    if ".." in parts:
+        return f"filename_prefix {shown} contains '..'; files are saved only inside ComfyUI's models/loras folder"
+    if any(part.startswith(".") for part in parts):
+        return f"filename_prefix {shown} has a name starting with '.' (a hidden file or folder, which LoRA lists skip)"
+    if len(parts) - 1 > MAX_FOLDER_DEPTH:
+        return f"filename_prefix {shown} nests {len(parts) - 1} folders; at most {MAX_FOLDER_DEPTH} are allowed"
+    name_max, path_max = _limit(root, "PC_NAME_MAX", 255), _limit(root, "PC_PATH_MAX", 4096)
+    longest = max(len(part.encode()) + (COUNTER_SUFFIX if i == len(parts) - 1 else 0) for i, part in enumerate(parts))
+    if longest > name_max:
+        return (f"filename_prefix {shown} makes a file or folder name of {longest} bytes (with the counter "
+                f"'_00001_.safetensors'); this file system allows {name_max}")
+    if len(os.path.join(root, prefix).encode()) + COUNTER_SUFFIX >= path_max:
+        return f"filename_prefix {shown} makes a path longer than this file system allows ({path_max} bytes)"
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(root, *parts[:-1]))
+    if os.path.commonpath((real_root, target)) != real_root:
+        return (f"filename_prefix {shown} leads through a symbolic link out of the loras folder (to {target}); "
+                "saving never leaves the folder, through a link neither (to save there, add that folder to "
+                "ComfyUI's loras paths in extra_model_paths.yaml)")
+    return None
+
+
 def save_path(node_id: str, filename_prefix: str) -> tuple[str, str]:
     """(full path of the next ``<prefix>_<counter>_.safetensors`` in the first loras folder, its name as
-    the LoRA dropdowns list it). The prefix may name subfolders but never leave the folder."""
-    prefix = (filename_prefix or "").strip()
-    fix = "use a relative prefix inside the loras folder, such as 'imagic/finetune'"
-    if not prefix or prefix.endswith(("/", "\\")):
-        raise fail(node_id, f"filename_prefix '{filename_prefix}' has no file name", fix)
-    if os.path.isabs(prefix) or prefix.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", prefix):
-        raise fail(node_id, f"filename_prefix '{filename_prefix}' is an absolute path; files are saved only "
-                            "inside ComfyUI's models/loras folder", fix)
-    if any(part == ".." for part in re.split(r"[/\\]", prefix)):
-        raise fail(node_id, f"filename_prefix '{filename_prefix}' contains '..'; files are saved only inside "
-                            "ComfyUI's models/loras folder", fix)
+    the LoRA dropdowns list it). The prefix may name subfolders but never leave the folder, not even
+    through a symbolic link inside it (``prefix_problem``)."""
     root = loras_folder()
+    problem = prefix_problem(filename_prefix, root)
+    if problem:
+        raise fail(node_id, problem, PREFIX_FIX)
     try:
-        folder, filename, counter, _, _ = folder_paths.get_save_image_path(prefix, root)
-    except Exception as e:  # its own "outside the output folder" check (e.g. through a symlink)
-        raise fail(node_id, f"filename_prefix '{filename_prefix}' points outside the loras folder ({e})", fix) from e
+        folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix.strip(), root)
+    except Exception as e:  # ComfyUI's own "outside the output folder" check; an OS error making the folder
+        raise fail(node_id, f"filename_prefix {filename_prefix!r} cannot be used in the loras folder ({e})",
+                   PREFIX_FIX) from e
     while True:
         path = os.path.join(folder, f"{filename}_{counter:05}_.safetensors")
         if not os.path.exists(path):
@@ -117,10 +164,10 @@ def save_path(node_id: str, filename_prefix: str) -> tuple[str, str]:
 
 def write_atomic(tensors: dict, metadata: dict, path: str) -> None:
     """Write ``path`` completely or not at all: a hidden temp file in the same folder (which no LoRA list
-    shows: its name does not end in .safetensors), flushed to disk, then renamed over in one step.
-    Any failure or Cancel before the rename removes the temp file."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    shows: its name does not end in .safetensors; short, so any name that fits fits it too), flushed to disk,
+    then renamed over in one step. Any failure or Cancel before the rename removes the temp file."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, f".imagic-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         comfy.utils.save_torch_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
@@ -192,9 +239,15 @@ def read_finetune(node_id: str, name: str) -> LoadedFinetune:
             raise fmt.FormatError("its tensors do not match the checksum saved with them (the data is damaged)", damaged)
         if not unet:
             raise fmt.FormatError("it holds no UNet weights", damaged)
+        bad = fmt.first_nonfinite(tensors)
+        if bad:
+            raise fmt.FormatError(f"its tensor '{bad}' holds NaN or infinite values", damaged)
         e_opt = fmt.conditioning_from_tensors(e_opt_tensors, info.e_opt_layout)
     except fmt.FormatError as e:
         raise fail(node_id, f"'{name}': {e.problem}", e.fix) from e
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RuntimeError) as e:  # edited data
+        problem = f"'{name}' has Imagic data that cannot be decoded ({type(e).__name__}: {e})"
+        raise fail(node_id, problem, damaged) from e
     loaded = LoadedFinetune(info, unet, e_opt)
     _CACHE.clear()
     _CACHE[key] = loaded
@@ -226,17 +279,23 @@ def _source(prompt: dict, node: dict, name: str, class_type: str) -> dict | None
     return source if source and source.get("class_type") == class_type else None
 
 
+def _node_name(prompt: dict, link) -> str:
+    if not _is_link(link):
+        return "?"
+    return f"#{link[0]} {(prompt.get(link[0]) or {}).get('class_type', '?')}"
+
+
 @dataclass
 class GraphSettings:
     training: dict  # core.finetune_format.TRAINING_FIELDS that the graph gives
     target_text: str | None  # the text of the CLIP Text Encode feeding Imagic Optimize Embedding
-    notes: list
+    wrong_e_opt: str | None  # why the 'optimized' input is not the e_opt the fine-tune was trained on
 
 
 def graph_settings(prompt: dict | None, unique_id, default_learning_rate: dict) -> GraphSettings:
     """Steps, learning rates and seeds of the Imagic nodes feeding the Save node's ``lora`` and
     ``optimized`` inputs, read from the queued prompt (what the user set on those nodes)."""
-    out = GraphSettings({}, None, [])
+    out = GraphSettings({}, None, None)
     me = (prompt or {}).get(str(unique_id))
     if not me:
         return out
@@ -249,8 +308,11 @@ def graph_settings(prompt: dict | None, unique_id, default_learning_rate: dict) 
             lr = default_learning_rate[method]
         out.training.update(finetune_steps=_literal(prompt, inputs.get("steps")), finetune_learning_rate=lr,
                             finetune_seed=_literal(prompt, inputs.get("seed")))
-        if inputs.get("conditioning") != me["inputs"].get("optimized"):
-            out.notes.append("the 'optimized' input is not the e_opt the fine-tune was trained on")
+        trained_on, given = inputs.get("conditioning"), me["inputs"].get("optimized")
+        if trained_on != given:
+            out.wrong_e_opt = (f"the 'optimized' input (from node {_node_name(prompt, given)}) is not the e_opt the "
+                               f"fine-tune was trained on (Imagic Finetune UNet's conditioning, from node "
+                               f"{_node_name(prompt, trained_on)})")
     embed = _source(prompt, me, "optimized", "ImagicOptimizeEmbedding")
     if embed:
         inputs = embed["inputs"]

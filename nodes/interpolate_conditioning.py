@@ -22,6 +22,10 @@ def _pairs(optimized: list, target: list):
 
 
 def _mix(name: str, t: torch.Tensor, o: torch.Tensor, eta: float) -> torch.Tensor:
+    if t.shape[-1:] != o.shape[-1:]:
+        raise fail(NODE_ID, f"{name} widths differ: target is {t.shape[-1]} wide, optimized {o.shape[-1]} (text "
+                            "encoders of different model families)",
+                   "encode the target text with the CLIP of the checkpoint e_opt was made with")
     if t.shape != o.shape:
         raise fail(NODE_ID, f"{name} shapes differ: target {tuple(t.shape)} vs optimized {tuple(o.shape)} "
                             "(a longer target text gives more tokens)",
@@ -64,8 +68,9 @@ def interpolated(optimized: list, target: list, eta: float) -> list:
     out = []
     for (o_tensor, o_extras), (t_tensor, t_extras) in _pairs(optimized, target):
         extras = t_extras.copy()
+        tokens = _mix("token embedding", t_tensor, o_tensor, eta)  # first: it names the cause best
         o_pooled, t_pooled = o_extras.get("pooled_output"), t_extras.get("pooled_output")
         if isinstance(o_pooled, torch.Tensor) and isinstance(t_pooled, torch.Tensor):
             extras["pooled_output"] = _mix("pooled_output", t_pooled, o_pooled, eta)
-        out.append([_mix("token embedding", t_tensor, o_tensor, eta), extras])
+        out.append([tokens, extras])
     return out

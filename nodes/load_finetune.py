@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from ..core import finetune_format as fmt
 from .errors import fail
-from .finetune_file import file_state, model_fingerprint, read_finetune
+from .finetune_file import file_state, model_fingerprint, model_shapes, read_finetune
 
 NODE_ID = "ImagicLoadFinetune"
 LOG = logging.getLogger("comfyui-imagic")
@@ -84,5 +84,10 @@ class ImagicLoadFinetune(io.ComfyNode):
                 message = f"{NODE_ID}: WARNING {problem}; the edit may be wrong. Fix: {fix}"
                 LOG.warning(message)
                 _show_on_node(cls.hidden.unique_id if cls.hidden else None, message)
+        try:  # even with fingerprint_check off: a tensor that fits no weight would be skipped with a log line
+            fmt.check_fits(loaded.unet, model_shapes(model))
+        except fmt.FormatError as e:
+            raise fail(NODE_ID, f"'{lora_name}': {e.problem}", "pick the fine-tune made from this model, or save "
+                                                               "it again if the file was edited") from e
         patched = model if strength == 0 else comfy.sd.load_lora_for_models(model, None, loaded.unet, strength, 0)[0]
         return io.NodeOutput(patched, loaded.e_opt, info.target_text, float(info.suggested_eta))

@@ -12,8 +12,17 @@ from ..core import finetune_format as fmt
 from .comfy_model import context_width
 from .errors import fail
 from .families import family_name
-from .finetune_file import (carries_delta, graph_settings, model_fingerprint, model_shapes,
-                            save_path, write_atomic)
+from .finetune_file import (
+    PREFIX_FIX,
+    carries_delta,
+    graph_settings,
+    loras_folder,
+    model_fingerprint,
+    model_shapes,
+    prefix_problem,
+    save_path,
+    write_atomic,
+)
 from .finetune_unet import DEFAULT_LEARNING_RATE
 
 NODE_ID = "ImagicSaveFinetune"
@@ -63,6 +72,19 @@ class ImagicSaveFinetune(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix=None, target_text=None) -> bool | str:
+        """At /prompt time, before any training: the prefix and the text as typed (linked values are checked
+        when the node runs; ComfyUI's own checks of the other inputs stay on)."""
+        problem = prefix_problem(filename_prefix, loras_folder()) if filename_prefix is not None else None
+        if problem:
+            return str(fail(NODE_ID, problem, PREFIX_FIX))
+        try:
+            fmt.check_text(target_text or "")
+        except fmt.FormatError as e:
+            return str(fail(NODE_ID, e.problem, e.fix))
+        return True
+
+    @classmethod
     def execute(cls, lora, optimized, model, target_text, filename_prefix, full_storage, svd_rank,
                 suggested_eta) -> io.NodeOutput:
         path, name = save_path(NODE_ID, filename_prefix)  # bad prefixes fail before any work
@@ -88,9 +110,14 @@ class ImagicSaveFinetune(io.ComfyNode):
 
         settings = graph_settings(cls.hidden.prompt if cls.hidden else None,
                                   cls.hidden.unique_id if cls.hidden else None, DEFAULT_LEARNING_RATE)
-        for note in settings.notes:
-            LOG.warning("%s: %s", NODE_ID, note)
+        if settings.wrong_e_opt:
+            raise fail(NODE_ID, settings.wrong_e_opt, "connect the same e_opt (Imagic Optimize Embedding's "
+                                                      "'optimized' output) to both nodes")
         text = target_text if target_text.strip() else (settings.target_text or "")
+        try:
+            fmt.check_text(text)
+        except fmt.FormatError as e:
+            raise fail(NODE_ID, e.problem, e.fix) from e
         bar = comfy.utils.ProgressBar(1)
 
         def on_step(done: int, total: int) -> None:

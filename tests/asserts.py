@@ -13,3 +13,10 @@ def assert_clear(error, node_id: str, *words: str) -> None:
     assert message.startswith(title + ":") and "Fix:" in message, message
     for w in words:
         assert w in message, message
+
+
+def validation_message(node_errors: dict, node: str) -> str:
+    """The message a node's ``validate_inputs`` gave ComfyUI's prompt validation (``/prompt``'s node_errors),
+    without the "<input> - " ComfyUI puts before it."""
+    details = node_errors[node]["errors"][0]["details"]
+    return details.split(" - ", 1)[1]

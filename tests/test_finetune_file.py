@@ -21,6 +21,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from asserts import validation_message
 from graphs import TARGET_TEXT, imagic_graph, write_input_image
 from pack import sub
 
@@ -285,8 +286,8 @@ def test_bad_files_fail_with_a_clear_error_naming_the_file(comfy, saved, image, 
 def test_the_prefix_cannot_leave_the_loras_folder(comfy, saved, prefix):
     graph = dict(saved["graph"], **{"20": save_node(prefix=prefix)})
     before = sorted(p for p in comfy.base.rglob("*") if p.is_file())
-    comfy.run(graph, expect_success=False)
-    message = error_of(comfy)["exception_message"]
+    _, _, _, node_errors = comfy.validate(graph)  # refused by validation, before any training
+    message = validation_message(node_errors, "20")
     assert message.startswith(title("ImagicSaveFinetune") + ":") and "filename_prefix" in message and "Fix:" in message, message
     assert sorted(p for p in comfy.base.rglob("*") if p.is_file()) == before
     assert not Path("/tmp/imagic_escaped_00001_.safetensors").exists()
@@ -368,9 +369,9 @@ def test_training_settings_are_read_through_primitive_nodes(comfy):
     settings = ff.graph_settings(prompt, "20", {"lora": 1e-4, "full": 5e-7})
     assert settings.training == {"embedding_steps": 1000, "embedding_learning_rate": 0.002, "embedding_seed": 3,
                                  "finetune_steps": 1500, "finetune_learning_rate": 1e-4}
-    assert settings.target_text == "a dog" and settings.notes == []
+    assert settings.target_text == "a dog" and settings.wrong_e_opt is None
     prompt["20"]["inputs"]["optimized"] = ["99", 0]  # an e_opt other than the fine-tune's
-    assert ff.graph_settings(prompt, "20", {}).notes
+    assert "#5 ImagicOptimizeEmbedding" in ff.graph_settings(prompt, "20", {}).wrong_e_opt
     assert ff.graph_settings(None, None, {}).training == {}
 
 
