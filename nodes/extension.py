@@ -8,6 +8,8 @@ from .labelled_grid import ImagicLabelledGrid
 from .load_finetune import ImagicLoadFinetune
 from .optimize_embedding import ImagicOptimizeEmbedding
 from .save_finetune import ImagicSaveFinetune
+from .shapes_checkpoint import ImagicShapesCheckpoint
+from .shapes_scene import ImagicShapesScene
 from .tiny_checkpoint import ImagicTinyCheckpoint
 from .widget_values import guarded
 
@@ -15,5 +17,6 @@ from .widget_values import guarded
 class ImagicExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         nodes = [ImagicOptimizeEmbedding, ImagicFinetuneUNet, ImagicInterpolateConditioning, ImagicSaveFinetune,
-                 ImagicLoadFinetune, ImagicTinyCheckpoint, ImagicLabelledGrid, ImagicAutoEta]
+                 ImagicLoadFinetune, ImagicTinyCheckpoint, ImagicLabelledGrid, ImagicAutoEta,
+                 ImagicShapesCheckpoint, ImagicShapesScene]
         return [guarded(node) for node in nodes]  # combo values and floats checked before each runs

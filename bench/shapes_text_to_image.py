@@ -1,0 +1,85 @@
+"""Text-to-image of the shapes model on the held-out captions, read back from pixels; prints the accuracy.
+
+    python bench/shapes_text_to_image.py                 # 8 held-out captions x 5 seeds, cfg 5, 20 euler steps
+
+Runs the stock node functions (CLIP Text Encode, Empty Latent Image, KSampler, VAE Decode) in this process on
+the shipped checkpoint (or --ckpt), and reads colour, shape and position of every picture with
+``core/shapes_world.read``; a blended colour counts as wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def boot():
+    """Boot the ComfyUI found as the README says; returns ``pack("nodes.x")`` -> the pack's module."""
+    spec = importlib.util.spec_from_file_location("imagic_shapes_comfy_host", ROOT / "cli" / "comfy_host.py")
+    host = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host)
+    path = host.find_comfyui()
+    if path is None:
+        sys.exit("no ComfyUI found: set COMFYUI_PATH or clone ComfyUI to ~/comfy/ComfyUI")
+    name = host.boot(path, Path(tempfile.mkdtemp(prefix="imagic_shapes_")), cpu=True, stand_ins=True)
+    return lambda sub: importlib.import_module(f"{name}.{sub}")
+
+
+def text_to_image(model, clip, vae, text: str, seed: int, steps: int = 20, cfg: float = 5.0) -> np.ndarray:
+    """One 128x128 picture for ``text`` through the stock nodes, (H, W, 3) in [0, 1]."""
+    import torch
+
+    import nodes
+
+    with torch.inference_mode():  # as ComfyUI's executor runs nodes
+        return _text_to_image(nodes, model, clip, vae, text, seed, steps, cfg)
+
+
+def _text_to_image(nodes, model, clip, vae, text, seed, steps, cfg):
+    positive = nodes.CLIPTextEncode().encode(clip, text)[0]
+    negative = nodes.CLIPTextEncode().encode(clip, "")[0]
+    latent = nodes.EmptyLatentImage().generate(128, 128, 1)[0]
+    out = nodes.KSampler().sample(model, seed, steps, cfg, "euler", "normal", positive, negative, latent)[0]
+    return nodes.VAEDecode().decode(vae, out)[0][0].cpu().numpy()
+
+
+def measure_t2i(world, model, clip, vae, per_caption: int, cfg: float, steps: int = 20) -> dict:
+    """Fraction of held-out pictures whose colour / shape / position the reader finds as captioned."""
+    hits = {"colour": 0, "shape": 0, "position": 0}
+    n = 0
+    for ci, combo in enumerate(world.HELD_OUT):
+        for k in range(per_caption):
+            picture = text_to_image(model, clip, vae, world.caption(*combo), 1000 * ci + k, steps, cfg)
+            for key, ok in world.read(picture).matches(*combo).items():
+                hits[key] += ok
+            n += 1
+    return {k: round(v / n, 3) for k, v in hits.items()} | {"n": n, "cfg": cfg, "steps": steps, "sampler": "euler"}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", type=Path, help="a shapes checkpoint (default: the shipped one)")
+    p.add_argument("--per-caption", type=int, default=5, help="seeds per held-out caption")
+    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--steps", type=int, default=20)
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    pack = boot()
+    sc = pack("nodes.shapes_checkpoint")
+    model, clip, vae = sc.load_shapes_checkpoint(args.ckpt or sc.CHECKPOINT)
+    result = measure_t2i(pack("core.shapes_world"), model, clip, vae, args.per_caption, args.cfg, args.steps)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The shapes model: a small SD1.x-family model trained on the shapes world (core/shapes_world.py), shipped.
+
+Unlike the tiny random checkpoints (nodes/tiny_checkpoint.py) this one draws: text-to-image through the
+stock CLIP Text Encode / KSampler / VAE Decode gives the scene a caption names, so an Imagic edit on it can
+be seen and measured. It is built from ComfyUI's own classes, as the tiny checkpoint is, only with the
+weights read from ``assets/imagic_shapes.safetensors`` (written by ``bench/train_shapes_model.py``):
+
+* the diffusion model: a ``comfy.supported_models.SD15`` subclass (SD1's eps schedule, latent format and
+  samplers) with a small cross-attention UNet on 16x16 latents (128 px pictures);
+* the text encoder: SD1's ``SDClipModel`` on the shipped SD1 tokenizer, narrowed to a 64-wide, 2-layer
+  transformer; its weights are random (seeded) and were never trained -- the UNet learned to read them;
+* the VAE: a TAESD (``comfy.sd.VAE`` loads it by its ``taesd_*`` keys) trained on the world; its
+  ``vae_scale``/``vae_shift`` put the model's latents at zero mean and unit spread.
+
+The file keeps the checkpoint layout of an SD1 .safetensors: ``model.diffusion_model.*``,
+``cond_stage_model.*`` (the text encoder) and ``first_stage_model.*`` (the VAE), plus its recipe and
+measured accuracy in the metadata.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sd
+import comfy.supported_models
+import comfy.taesd.taesd
+import comfy.utils
+from comfy_api.latest import io
+
+from .errors import fail
+from .tiny_checkpoint import _generator, _init_weights
+
+CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "imagic_shapes.safetensors"
+CONTEXT = 64  # width of the text encoder = cross-attention context of the UNet
+
+
+class ShapesSD15(comfy.supported_models.SD15):
+    unet_extra_config: ClassVar[dict] = {"num_heads": 4, "num_head_channels": -1}
+
+
+UNET = {
+    "use_checkpoint": False, "image_size": 16, "in_channels": 4, "out_channels": 4,
+    "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None,
+    "model_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": [1, 1, 1],
+    # no attention at 16x16 (a third of the compute for little gain): cross-attention at 8x8 and 4x4
+    "transformer_depth": [0, 1, 1], "transformer_depth_middle": 1, "transformer_depth_output": [0, 0, 1, 1, 1, 1],
+    "use_temporal_attention": False, "use_temporal_resblock": False,
+    "context_dim": CONTEXT, "use_linear_in_transformer": False,
+}
+TEXT_CONFIG = {"hidden_size": CONTEXT, "num_attention_heads": 2, "num_hidden_layers": 2, "intermediate_size": 128}
+TEXT_SEED = 9  # the frozen random text encoder
+
+
+def build_unet(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+    config = ShapesSD15(dict(UNET))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    _init_weights(model, _generator(seed, 0))
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def build_clip(seed: int = TEXT_SEED) -> comfy.sd.CLIP:
+    target = ShapesSD15(dict(UNET)).clip_target()
+    clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32, "clip_l_model_config": dict(TEXT_CONFIG)})
+    _init_weights(clip.cond_stage_model, _generator(seed, 1))
+    return clip
+
+
+def build_taesd(seed: int = 0) -> comfy.taesd.taesd.TAESD:
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=4)
+    _init_weights(taesd, _generator(seed, 2))
+    return taesd
+
+
+def vae_from_taesd(sd: dict) -> comfy.sd.VAE:
+    return comfy.sd.VAE(sd=dict(sd))
+
+
+def checkpoint_state_dict(model, clip, taesd_sd: dict) -> dict[str, torch.Tensor]:
+    """One SD1-style state dict of the three parts (see the module docstring)."""
+    out = {f"model.{k}": v for k, v in model.model.state_dict().items() if k.startswith("diffusion_model.")}
+    out.update({f"cond_stage_model.{k}": v for k, v in clip.cond_stage_model.state_dict().items()})
+    out.update({f"first_stage_model.{k}": v for k, v in taesd_sd.items()})
+    return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+
+
+def _part(sd: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)}
+
+
+def load_shapes_checkpoint(path: Path | str = CHECKPOINT):
+    """(ModelPatcher, CLIP, VAE) of the trained shapes model, as CheckpointLoaderSimple returns a checkpoint's."""
+    sd, metadata = comfy.utils.load_torch_file(str(path), safe_load=True, return_metadata=True)
+    model = build_unet()
+    missing, unexpected = model.model.load_state_dict(_part(sd, "model."), strict=False)
+    if [k for k in missing if k.startswith("diffusion_model.")] or unexpected:
+        raise RuntimeError(f"{path}: not a shapes checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    clip = build_clip()
+    clip.cond_stage_model.load_state_dict(_part(sd, "cond_stage_model."), strict=True)
+    vae = vae_from_taesd(_part(sd, "first_stage_model."))
+    model.model.shapes_metadata = dict(metadata or {})
+    return model, clip, vae
+
+
+def checkpoint_metadata(path: Path | str = CHECKPOINT) -> dict:
+    """The recipe and measurements stored with the checkpoint (JSON values decoded)."""
+    _, metadata = comfy.utils.load_torch_file(str(path), safe_load=True, return_metadata=True)
+    out = {}
+    for k, v in (metadata or {}).items():
+        try:
+            out[k] = json.loads(v)
+        except (TypeError, ValueError):
+            out[k] = v
+    return out
+
+
+class ImagicShapesCheckpoint(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ImagicShapesCheckpoint",
+            display_name="Imagic Shapes Checkpoint (demo)",
+            category="Imagic/demo",
+            description=(
+                "Loads the small text-to-image model shipped with the pack, trained on the shapes world (one "
+                "coloured square, circle or triangle on a grey background, 128x128). It really draws what the "
+                "caption says ('a red circle on the left'), so Imagic edits on it can be seen; no download."
+            ),
+            inputs=[],
+            outputs=[
+                io.Model.Output(tooltip="The shapes diffusion model (SD1.x family, eps, 16x16 latents for 128 px)."),
+                io.Clip.Output(tooltip="Its text encoder: SD1's CLIP on the SD1 tokenizer, small and frozen."),
+                io.Vae.Output(tooltip="Its VAE: a TAESD trained on the shapes world."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        if not CHECKPOINT.is_file():
+            raise fail("ImagicShapesCheckpoint", f"the shipped model file {CHECKPOINT} is missing",
+                       "reinstall the pack (the file is part of it) or run bench/train_shapes_model.py")
+        return io.NodeOutput(*load_shapes_checkpoint())
