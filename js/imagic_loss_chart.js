@@ -3,13 +3,16 @@
 // The nodes send "imagic.loss" {node, title, step, steps, loss, eta_s} after every training step (see
 // nodes/progress.py). Each message is added to the node's chart; the chart stays on the node after the
 // run, until the node trains again. The state is kept on the node as `node.imagicLoss`
-// ({title, step, steps, loss, eta_s, elapsed_s, points, stopped}) and is never saved in the workflow.
+// ({title, step, steps, loss, eta_s, elapsed_s, points, stopped, cached}) and is never saved in the workflow.
+// A node ComfyUI takes from its cache (Run again, a workflow opened in a new tab) shows the curve it trained
+// with, marked "cached": its ui output, kept by ComfyUI with the cached result, read from the run's history.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { CHART_HEIGHT, drawChart } from "./loss_chart_canvas.js";
 
 const TRAINING_NODES = new Set(["ImagicOptimizeEmbedding", "ImagicFinetuneUNet"]);
 const WIDGET_NAME = "imagic_loss_chart";
+const UI_KEY = "imagic_loss"; // nodes/progress.py LOSS_UI
 
 function colors() {
   const lg = globalThis.LiteGraph ?? {};
@@ -76,6 +79,62 @@ function onLoss({ detail }) {
   redraw();
 }
 
+// prompt id -> the training nodes it took from the cache, until its history entry (with their ui outputs) is
+// written: ComfyUI sends "executed" for cached output nodes only, not for cached training nodes.
+const cachedRuns = new Map();
+
+/** The node came from ComfyUI's cache: keep the curve this tab drew, else fetch the one it trained with. */
+function onCached({ detail }) {
+  const ids = [];
+  for (const id of detail?.nodes ?? []) {
+    const node = findNode(id);
+    if (!node || !TRAINING_NODES.has(node.comfyClass ?? node.type)) continue;
+    node.imagicLoss = { ...(node.imagicLoss ?? { points: [] }), cached: true, stopped: false };
+    ids.push(id);
+  }
+  if (ids.length && detail.prompt_id) cachedRuns.set(detail.prompt_id, ids);
+  redraw();
+}
+
+/** "executing" null: a prompt has ended and its history entry is written (ComfyUI's main.py). */
+async function onExecuting({ detail }) {
+  if (detail != null || !cachedRuns.size) return;
+  const runs = [...cachedRuns];
+  cachedRuns.clear();
+  for (const [promptId, ids] of runs) {
+    try {
+      const response = await api.fetchApi(`/history/${encodeURIComponent(promptId)}`);
+      const outputs = (await response.json())?.[promptId]?.outputs ?? {};
+      for (const id of ids) {
+        const node = findNode(id);
+        if (node) fromOutput(node, outputs[id]);
+      }
+    } catch (error) {
+      console.warn("Imagic loss chart: no cached curve", error);
+    }
+  }
+}
+
+/** The node's ui output ({imagic_loss: [{title, steps, losses, elapsed_s}]}), sent after it trains and again
+ * every time it is cached (a new tab, Run again): the chart shows the curve it trained with. */
+function fromOutput(node, output) {
+  const run = output?.[UI_KEY]?.[0];
+  const state = node.imagicLoss;
+  if (!run || (state && !state.cached && state.step === run.steps && state.points.length === run.steps)) return;
+  node.imagicLoss = {
+    title: run.title,
+    steps: run.steps,
+    step: run.losses.length,
+    loss: run.losses[run.losses.length - 1],
+    eta_s: 0,
+    elapsed_s: run.elapsed_s,
+    points: [...run.losses],
+    stopped: false,
+    cached: !!state?.cached || !state,
+  };
+  redraw();
+}
+
 function onInterrupted() {
   for (const node of (app.rootGraph ?? app.graph)?.nodes ?? []) {
     const state = node.imagicLoss;
@@ -90,9 +149,17 @@ app.registerExtension({
     api.addEventListener("imagic.loss", onLoss);
     api.addEventListener("execution_interrupted", onInterrupted);
     api.addEventListener("execution_error", onInterrupted);
+    api.addEventListener("execution_cached", onCached);
+    api.addEventListener("executing", onExecuting);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!TRAINING_NODES.has(nodeData.name)) return;
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output) {
+      const result = onExecuted?.apply(this, arguments);
+      fromOutput(this, output);
+      return result;
+    };
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);

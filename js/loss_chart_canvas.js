@@ -20,7 +20,9 @@ export function formatLoss(loss) {
 /** One line above the plot: what the run is doing now, or how it ended. */
 export function statusLine(state) {
   if (!state) return "Loss chart: shows while this node trains";
+  if (state.cached && !state.points?.length) return "cached: trained in an earlier run";
   const head = `step ${state.step}/${state.steps} · loss ${formatLoss(state.loss)}`;
+  if (state.cached) return `${head} · cached (trained in ${formatSeconds(state.elapsed_s)})`;
   if (state.stopped) return `${head} · stopped`;
   if (state.step >= state.steps) return `${head} · done in ${formatSeconds(state.elapsed_s)}`;
   return `${head} · ETA ${formatSeconds(state.eta_s)}`;

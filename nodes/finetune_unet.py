@@ -1,6 +1,8 @@
 """Imagic step B: fine-tune the diffusion model on the optimised embedding (full weights or LoRA)."""
 from __future__ import annotations
 
+import time
+
 import comfy.model_management
 import comfy.sd
 from comfy_api.latest import io
@@ -8,6 +10,7 @@ from comfy_api.latest import io
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries
 from .finetune_weights import FullFinetune, LoraFinetune
+from .progress import loss_ui
 from .training_run import (
     BATCH_SIZE_TOOLTIP,
     LOW_MEMORY_DEFAULT,
@@ -19,6 +22,12 @@ from .training_run import (
 
 NODE_ID = "ImagicFinetuneUNet"
 DEFAULT_LEARNING_RATE = {"full": 5e-7, "lora": 1e-4}
+
+
+def title(method: str) -> str:
+    """The progress bars' and the loss chart's title."""
+    return f"Imagic: finetune ({method})"
+
 
 
 def finetuned_model(model, delta: dict):
@@ -66,10 +75,12 @@ class ImagicFinetuneUNet(io.ComfyNode):
                 low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
         learning_rate = learning_rate or DEFAULT_LEARNING_RATE[method]
+        start = time.perf_counter()
         with training_mode():
             settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size)
             delta, losses = finetune(model, conditioning, latent, settings, method=method, lora_rank=lora_rank)
-        return io.NodeOutput(finetuned_model(model, delta), delta, {"loss": losses})
+        return io.NodeOutput(finetuned_model(model, delta), delta, {"loss": losses},
+                             ui=loss_ui(title(method), losses, time.perf_counter() - start))
 
 
 def finetune(model, conditioning, latent, settings: TrainingSettings, *, method: str = "lora", lora_rank: int = 8):
@@ -80,5 +91,5 @@ def finetune(model, conditioning, latent, settings: TrainingSettings, *, method:
         else:
             trainer = LoraFinetune(setup.base, lora_rank, settings.seed)
         entries = model_entries(conditioning, setup.device)
-        losses = setup.run(NODE_ID, f"Imagic: finetune ({method})", trainer.parameters(), entries)
+        losses = setup.run(NODE_ID, title(method), trainer.parameters(), entries)
         return trainer.delta(), losses

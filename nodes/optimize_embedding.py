@@ -1,10 +1,13 @@
 """Imagic step A: optimise the target text embedding so the frozen model reconstructs the input image."""
 from __future__ import annotations
 
+import time
+
 from comfy_api.latest import io
 
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries, to_conditioning, trained_tensors
+from .progress import loss_ui
 from .training_run import (
     BATCH_SIZE_TOOLTIP,
     LOW_MEMORY_DEFAULT,
@@ -15,6 +18,7 @@ from .training_run import (
 )
 
 NODE_ID = "ImagicOptimizeEmbedding"
+TITLE = "Imagic: optimize embedding"  # the progress bars' and the loss chart's title
 
 
 class ImagicOptimizeEmbedding(io.ComfyNode):
@@ -49,15 +53,17 @@ class ImagicOptimizeEmbedding(io.ComfyNode):
     def execute(cls, model, conditioning, latent, steps, learning_rate, seed,
                 low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
+        start = time.perf_counter()
         with training_mode():
             settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size)
             optimized, losses = optimize(model, conditioning, latent, settings)
-        return io.NodeOutput(optimized, {"loss": losses})
+        return io.NodeOutput(optimized, {"loss": losses},
+                             ui=loss_ui(TITLE, losses, time.perf_counter() - start))
 
 
 def optimize(model, conditioning, latent, settings: TrainingSettings):
     """(e_opt, losses), trained against a frozen private copy, which is gone when this returns."""
     with TrainingSetup(model, latent, settings, train_weights=False) as setup:
         entries = model_entries(conditioning, setup.device, trainable=True)
-        losses = setup.run(NODE_ID, "Imagic: optimize embedding", trained_tensors(entries), entries)
+        losses = setup.run(NODE_ID, TITLE, trained_tensors(entries), entries)
         return to_conditioning(conditioning, entries), losses

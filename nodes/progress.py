@@ -11,6 +11,15 @@ from tqdm import tqdm
 from comfy_execution.utils import get_executing_context
 
 LOSS_EVENT = "imagic.loss"
+LOSS_UI = "imagic_loss"  # the ui output key: the frontend redraws the chart from it when the node is cached
+
+
+def loss_ui(title: str, losses: list[float], elapsed_s: float) -> dict:
+    """The node's ui output: the whole loss curve of the run. ComfyUI keeps it with the cached result and sends
+    it again whenever the node is cached (e.g. a new tab, Run again): the chart shows what trained, and that it
+    comes from the cache."""
+    return {LOSS_UI: [{"title": title, "steps": len(losses), "losses": [float(f"{x:.6g}") for x in losses],
+                       "elapsed_s": round(elapsed_s, 3)}]}
 
 
 def _send(event: str, data: dict) -> None:

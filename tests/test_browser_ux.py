@@ -89,6 +89,11 @@ def test_the_tiny_checkpoint_seed_has_no_control_after_generate(frontend):
     assert names == ["family", "seed"]
 
 
+CHART_STATE_JS = """(ids) => Object.fromEntries(Object.entries(ids).map(([type, id]) => {
+  const s = app.graph.getNodeById(id)?.imagicLoss;
+  return [type, s ? {step: s.step, steps: s.steps, points: s.points.length, cached: !!s.cached} : null];
+}))"""
+
 # After TINY_RUN_JS: 128 px pictures, so the saved grids show legible labels in the screenshots.
 SIZE_JS = """(size) => {
   for (const n of app.graph.nodes.filter(n => ["ImageScale", "EmptyLatentImage"].includes(n.type)))
@@ -144,13 +149,25 @@ def test_imagic_edit_saves_input_and_edit_and_a_second_run_executes_nothing(fron
     frontend.screenshot(shot, node_ids=[grid_saver(frontend), *node_ids(frontend, "ImagicLabelledGrid")])
     publish(shot, DOCS_SCREENSHOTS, width=900)
 
-    # Run again, nothing changed: every node comes from ComfyUI's cache (the tiny checkpoint's seed, the
-    # training and sampler seeds stay as they are), so A and B do not train again.
+    # Open the same workflow afresh (as in a new tab: new nodes, no chart state) and Run: nothing changed, so
+    # every node comes from ComfyUI's cache (no seed re-rolled: the tiny checkpoint's, the training and sampler
+    # seeds stay as they are); A and B do not train again, and their charts show the cached curve.
+    assert frontend.load(load("imagic_edit"))["missing"] == []
+    ids = frontend.evaluate(TINY_RUN_JS, {"image": TEST_IMAGE, "steps": 4})
+    frontend.evaluate(SIZE_JS, SIZE)
+    assert frontend.evaluate(CHART_STATE_JS, ids) == {t: None for t in ids}
     second = queue_from_the_frontend(frontend, workflow_server)
     prompt = second["prompt"][2]
     cached = [m[1]["nodes"] for m in second["status"]["messages"] if m[0] == "execution_cached"]
     assert cached and sorted(cached[0]) == sorted(prompt), (cached, sorted(prompt))
     assert first["prompt"][2] == prompt
+    time.sleep(1.0)
+    charts = frontend.evaluate(CHART_STATE_JS, ids)
+    assert all(c["cached"] and c["step"] == c["steps"] == c["points"] == 4 for c in charts.values()), charts
+    close_dialogs(frontend)
+    shot = tmp_path / "loss_chart_cached.png"
+    frontend.screenshot(shot, node_ids=list(ids.values()))
+    publish(shot, DOCS_SCREENSHOTS, width=900)
 
 
 def test_eta_grid_shows_each_eta_on_its_tile(frontend, workflow_server, tmp_path):
@@ -166,3 +183,42 @@ def test_eta_grid_shows_each_eta_on_its_tile(frontend, workflow_server, tmp_path
     shot = tmp_path / "imagic_eta_grid_labelled.png"
     frontend.screenshot(shot, node_ids=[grid_saver(frontend)])
     publish(shot, DOCS_SCREENSHOTS, width=900)
+
+
+# Every node's box as drawn (title bar and the pack badge above it included) and every group's box.
+LAYOUT_JS = """() => {
+  const T = LiteGraph.NODE_TITLE_HEIGHT, BADGE = 22;
+  app.canvas.draw(true, true);
+  const nodes = app.graph.nodes.map(n => ({id: n.id, type: n.type, title: n.title,
+    box: [n.pos[0], n.pos[1] - T - BADGE, n.pos[0] + n.size[0], n.pos[1] + n.size[1]]}));
+  const groups = app.graph.groups.map(g => ({title: g.title, box: [g._bounding[0], g._bounding[1],
+    g._bounding[0] + g._bounding[2], g._bounding[1] + g._bounding[3]]}));
+  return {nodes, groups};
+}"""
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "workflows").glob("*.json")))
+def test_no_node_covers_another_or_leaves_its_group(frontend, name):
+    """As the frontend lays the workflow out (the loss chart makes the training nodes taller than in the file):
+    no node's badge or title covers another node, and a node that starts in a group ends in it."""
+    close_dialogs(frontend)
+    assert frontend.load(load(name))["missing"] == []
+    layout = frontend.evaluate(LAYOUT_JS)
+    nodes = layout["nodes"]
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            assert not overlap(a["box"], b["box"]), f"{a['title'] or a['type']} and {b['title'] or b['type']} overlap"
+    groups = layout["groups"]
+    for i, a in enumerate(groups):
+        assert not any(overlap(a["box"], b["box"]) for b in groups[i + 1:]), f"group {a['title']!r} overlaps another"
+    for node in nodes:
+        x, y = node["box"][0], node["box"][1] + 22  # the title's top left
+        for group in layout["groups"]:
+            g = group["box"]
+            if g[0] <= x < g[2] and g[1] <= y < g[3]:
+                assert node["box"][2] <= g[2] and node["box"][3] <= g[3], \
+                    f"{node['title'] or node['type']} sticks out of group {group['title']!r}: {node['box']} vs {g}"

@@ -48,6 +48,16 @@ def test_graph_runs_and_saves_an_image(comfy, edit):
     assert comfy.output("5", 1)["loss"] and len(comfy.output("6", 2)["loss"]) == TUNE["tune_steps"]
 
 
+def test_training_nodes_keep_their_loss_curve_for_the_chart_of_a_cached_run(comfy, edit):
+    """The ui output ComfyUI caches with the node and sends again when it is cached (js/imagic_loss_chart.js)."""
+    embed_steps = edit["graph"]["5"]["inputs"]["steps"]
+    for node, index, steps in (("5", 1, embed_steps), ("6", 2, TUNE["tune_steps"])):
+        (run,) = comfy.executor.caches.ui.get(node)["output"]["imagic_loss"]
+        losses = comfy.output(node, index)["loss"]
+        assert run["steps"] == steps == len(run["losses"]) and run["elapsed_s"] > 0
+        assert run["losses"] == pytest.approx(losses, rel=1e-5) and run["title"].startswith("Imagic: ")
+
+
 def test_optimized_embedding_keeps_the_conditioning_structure(edit):
     (t_tensor, t_extras), = edit["e_tgt"]
     (o_tensor, o_extras), = edit["e_opt"]
