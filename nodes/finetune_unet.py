@@ -52,8 +52,10 @@ class ImagicFinetuneUNet(io.ComfyNode):
                 io.Conditioning.Input("conditioning", tooltip="e_opt, the output of Imagic Optimize Embedding."),
                 io.Latent.Input("latent", tooltip="The input photo's latent (the same as for Imagic Optimize Embedding)."),
                 io.Int.Input("steps", default=1500, min=1, max=100000, tooltip="Fine-tuning steps (paper: 1500)."),
-                io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-7,
-                               tooltip="Adam learning rate; 0 = the method's default (full: 5e-7 as in the paper, lora: 1e-4)."),
+                io.Float.Input("learning_rate", default=DEFAULT_LEARNING_RATE["lora"], min=0.0, max=1.0, step=1e-7,
+                               tooltip="Adam learning rate: lora 0.0001 (1e-4), full 0.0000005 (5e-7, the paper's). "
+                                       "Switching method in the graph editor switches between these two while the "
+                                       "value is one of them. 0 = the method's default."),
                 io.Combo.Input("method", options=["lora", "full"], default="lora",
                                tooltip="lora: low-rank adapters on every linear/conv weight (light, small file). "
                                        "full: every weight, as in the paper (needs about 4x the model's size in memory)."),

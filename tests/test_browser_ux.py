@@ -222,3 +222,25 @@ def test_no_node_covers_another_or_leaves_its_group(frontend, name):
             if g[0] <= x < g[2] and g[1] <= y < g[3]:
                 assert node["box"][2] <= g[2] and node["box"][3] <= g[3], \
                     f"{node['title'] or node['type']} sticks out of group {group['title']!r}: {node['box']} vs {g}"
+
+
+LEARNING_RATE_JS = """() => {
+  const node = LiteGraph.createNode("ImagicFinetuneUNet");
+  app.graph.add(node);
+  const w = name => node.widgets.find(x => x.name === name);
+  const pick = value => { const m = w("method"); m.value = value; m.callback?.(value, app.canvas, node); };
+  const seen = [w("learning_rate").value];
+  pick("full"); seen.push(w("learning_rate").value);
+  pick("lora"); seen.push(w("learning_rate").value);
+  w("learning_rate").value = 0.003; pick("full"); seen.push(w("learning_rate").value);
+  app.graph.remove(node);
+  return seen;
+}"""
+
+
+def test_learning_rate_shows_its_default_and_follows_the_method(frontend, comfy):
+    """No 0.0000000 on a fresh node: lora's 1e-4; full switches to the paper's 5e-7; a typed rate stays."""
+    close_dialogs(frontend)
+    defaults = sub("nodes.finetune_unet").DEFAULT_LEARNING_RATE
+    seen = frontend.evaluate(LEARNING_RATE_JS)
+    assert seen == pytest.approx([defaults["lora"], defaults["full"], defaults["lora"], 0.003], rel=1e-9)

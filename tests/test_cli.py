@@ -141,3 +141,23 @@ def test_demo_runs_with_the_thread_count_measured_fastest(monkeypatch):
         assert edit.set_threads(edit.parse_args(["--image", "x.png"])) == 2  # not the demo: torch's default
     finally:
         torch.set_num_threads(before)
+
+
+def test_method_from_the_command_line_takes_its_own_default_learning_rate(comfy):
+    """--method full on a workflow that has lora's default rate trains at full's (0 = the method's default), not
+    at 1e-4; a rate the workflow's author typed stays."""
+    edit_prompt = sub("cli.edit_prompt")
+    defaults = sub("nodes.finetune_unet").DEFAULT_LEARNING_RATE
+    assert set(defaults.values()) | {0} == set(edit_prompt.METHOD_DEFAULT_RATES)
+    workflow_api = sub("cli.workflow_api")
+    prompt = workflow_api.to_api(json.loads((ROOT / "workflows" / "imagic_edit.json").read_text()),
+                                 workflow_api.object_info_in_process())
+    (tune,) = [n for n in prompt.values() if n["class_type"] == "ImagicFinetuneUNet"]
+    assert tune["inputs"]["learning_rate"] == defaults["lora"]
+    full = edit_prompt.apply_settings(prompt, edit_prompt.EditSettings(method="full"))
+    (tune,) = [n for n in full.values() if n["class_type"] == "ImagicFinetuneUNet"]
+    assert tune["inputs"]["method"] == "full" and tune["inputs"]["learning_rate"] == 0
+    tune_id = next(k for k, n in prompt.items() if n["class_type"] == "ImagicFinetuneUNet")
+    prompt[tune_id]["inputs"]["learning_rate"] = 3e-6
+    kept = edit_prompt.apply_settings(prompt, edit_prompt.EditSettings(method="full"))
+    assert kept[tune_id]["inputs"]["learning_rate"] == 3e-6
