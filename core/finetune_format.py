@@ -467,7 +467,8 @@ def _number(x) -> bool:
 
 
 def _valid_fingerprint(fp) -> bool:
-    return (isinstance(fp, dict) and isinstance(fp.get("architecture"), str) and isinstance(fp.get("tensors"), int)
+    return (isinstance(fp, dict) and isinstance(fp.get("architecture"), str)
+            and isinstance(fp.get("tensors", 0), int) and not isinstance(fp.get("tensors"), bool)
             and isinstance(fp.get("sample"), list) and all(_number(x) for x in fp["sample"]))
 
 

@@ -159,6 +159,9 @@ def rewrite(good: Path, target: Path, *, tensors=None, meta=None) -> None:
     safetensors.torch.save_file(sd, target, metadata=metadata)
 
 
+E_OPT = "imagic.e_opt.0.cross_attn"
+
+
 def first_up(sd: dict) -> str:
     return sorted(k for k in sd if k.endswith(".lora_up.weight"))[0]
 
@@ -166,16 +169,15 @@ def first_up(sd: dict) -> str:
 EDITS = {
     "eta_nan": (dict(meta={"imagic.suggested_eta": "nan"}), ["suggested eta", "nan", "not a finite number"]),
     "eta_inf": (dict(meta={"imagic.suggested_eta": "inf"}), ["suggested eta", "inf"]),
-    "e_opt_nan": (dict(tensors=lambda sd: {"imagic.e_opt.0.cross_attn": sd["imagic.e_opt.0.cross_attn"] * float("nan")}),
-                  ["imagic.e_opt.0.cross_attn", "NaN or infinite"]),
-    "unet_inf": (dict(tensors=lambda sd: {first_up(sd): sd[first_up(sd)] + float("inf")}), ["lora_up", "NaN or infinite"]),
+    "e_opt_nan": (dict(tensors=lambda sd: {E_OPT: sd[E_OPT] * float("nan")}), [E_OPT, "NaN or infinite"]),
+    "unet_inf": (dict(tensors=lambda sd: {first_up(sd): sd[first_up(sd)] + float("inf")}),
+                 ["lora_up", "NaN or infinite"]),
     "fingerprint_list": (dict(meta={"imagic.base_fingerprint": "[1,2]"}), ["base model fingerprint", "invalid"]),
     "fingerprint_text": (dict(meta={"imagic.base_fingerprint": '{"architecture": "x", "tensors": 1, "sample": ["a"]}'}),
                          ["base model fingerprint"]),
     "layout_dict": (dict(meta={"imagic.e_opt": '{"tensors": 1}'}), ["e_opt layout", "invalid"]),
     "layout_names": (dict(meta={"imagic.e_opt": '[{"tensors": [1, 2]}]'}), ["e_opt layout"]),
-    "e_opt_2d": (dict(tensors=lambda sd: {"imagic.e_opt.0.cross_attn": sd["imagic.e_opt.0.cross_attn"][0]}),
-                 ["(batch, tokens, width)"]),
+    "e_opt_2d": (dict(tensors=lambda sd: {E_OPT: sd[E_OPT][0]}), ["(batch, tokens, width)"]),
     "unet_shape": (dict(tensors=lambda sd: {first_up(sd): torch.zeros(3, sd[first_up(sd)].shape[1],
                                                                       *sd[first_up(sd)].shape[2:])}),
                    ["does not fit", "lora_up"]),
