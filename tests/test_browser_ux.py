@@ -108,13 +108,13 @@ def new_history(server, before: set[str]) -> dict:
     return history[prompt_id]
 
 
-def queue_from_the_frontend(frontend, server) -> dict:
+def queue_from_the_frontend(frontend, server, timeout_s: float = 300) -> dict:
     """Press Run (app.queuePrompt) and wait for the run's /history entry."""
     wait_idle(server)
     before = set(server.get("/history"))
     frontend.evaluate("() => app.queuePrompt(0, 1)")
     time.sleep(0.5)
-    wait_idle(server)
+    wait_idle(server, timeout_s)
     entry = new_history(server, before)
     errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert entry["status"]["status_str"] == "success", errors[:1]
@@ -238,9 +238,46 @@ LEARNING_RATE_JS = """() => {
 }"""
 
 
-def test_learning_rate_shows_its_default_and_follows_the_method(frontend, comfy):
-    """No 0.0000000 on a fresh node: lora's 1e-4; full switches to the paper's 5e-7; a typed rate stays."""
+def test_learning_rate_shows_its_default_and_follows_the_method(frontend, workflow_server):
+    """No 0.0000000 on a fresh node: lora's 1e-4; full switches to the paper's 5e-7; a typed rate stays. (The
+    two defaults: the server's object_info and cli.edit_prompt.METHOD_DEFAULT_RATES, which test_cli.py holds
+    to nodes/finetune_unet.py's DEFAULT_LEARNING_RATE; no in-process ComfyUI next to Playwright's loop.)"""
     close_dialogs(frontend)
-    defaults = sub("nodes.finetune_unet").DEFAULT_LEARNING_RATE
+    spec = workflow_server.get("/object_info")["ImagicFinetuneUNet"]["input"]["required"]["learning_rate"][1]
+    lora = spec["default"]
+    (full,) = {r for r in sub("cli.edit_prompt").METHOD_DEFAULT_RATES if r} - {lora}
+    assert (lora, full) == (1e-4, 5e-7)
     seen = frontend.evaluate(LEARNING_RATE_JS)
-    assert seen == pytest.approx([defaults["lora"], defaults["full"], defaults["lora"], 0.003], rel=1e-9)
+    assert seen == pytest.approx([lora, full, lora, 0.003], rel=1e-9)
+
+
+DEMO = ROOT / "workflows" / "imagic_demo_shapes.json"
+DEMO_WEIGHTS = ROOT / "assets" / "imagic_shapes.safetensors"
+
+
+@pytest.mark.skipif(not DEMO.is_file() or not DEMO_WEIGHTS.is_file(),
+                    reason="the shapes demo (workflows/imagic_demo_shapes.json, assets/imagic_shapes.safetensors) "
+                           "is not in this checkout")
+def test_demo_template_before_and_after_a_run_as_shipped(frontend, workflow_server, tmp_path):
+    """The first template a user sees, run exactly as shipped (no download, nothing rewired): before the run,
+    after it with its labelled input | edit picture."""
+    close_dialogs(frontend)
+    report = frontend.load(load("imagic_demo_shapes"))
+    assert report["missing"] == [] and report["dialogs"] == [] and report["errors"] == []
+    before = tmp_path / "imagic_demo_shapes_before.png"
+    frontend.screenshot(before)
+    publish(before, DOCS_SCREENSHOTS)
+    entry = queue_from_the_frontend(frontend, workflow_server, timeout_s=900)
+    picture = saved(workflow_server, entry, grid_saver(frontend))
+    labels = frontend.evaluate("""() => app.graph.nodes.find(n => n.type === "ImagicLabelledGrid")
+        .widgets.find(w => w.name === "labels").value""")
+    tiles = len(labels.strip().splitlines())
+    assert picture.width > tiles * 64 and picture.height > 64
+    time.sleep(1.0)
+    close_dialogs(frontend)
+    after = tmp_path / "imagic_demo_shapes_after.png"
+    frontend.screenshot(after)
+    publish(after, DOCS_SCREENSHOTS)
+    pair = tmp_path / "imagic_demo_shapes_input_edit.png"
+    frontend.screenshot(pair, node_ids=[grid_saver(frontend)])
+    publish(pair, DOCS_SCREENSHOTS, width=900)
