@@ -214,6 +214,9 @@ def check_unet_keys(delta: Mapping[str, torch.Tensor]) -> None:
                           "train again with a lower learning_rate")
 
 
+_FITS_FIX = "connect the model the fine-tune was trained from (the 'model' input of Imagic Finetune UNet)"
+
+
 def check_fits(delta: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple]) -> None:
     """Raise FormatError unless every key of ``delta`` patches a weight of that shape in ``shapes``
     (model keys without the ``diffusion_model.`` prefix, e.g. ``input_blocks.0.0.weight``)."""
@@ -226,8 +229,7 @@ def check_fits(delta: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple]) -
         target = f"{module}.bias" if key.endswith(".diff_b") else f"{module}.weight"
         shape = shapes.get(target)
         if shape is None:
-            raise FormatError(f"the fine-tune patches '{target}', which this model does not have",
-                              "connect the model the fine-tune was trained from (the 'model' input of Imagic Finetune UNet)")
+            raise FormatError(f"the fine-tune patches '{target}', which this model does not have", _FITS_FIX)
         if key.endswith((".diff", ".diff_b")):
             ok = tuple(value.shape) == tuple(shape)
         elif key.endswith(".lora_up.weight"):
@@ -238,7 +240,7 @@ def check_fits(delta: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple]) -
             ok = value.numel() == 1
         if not ok:
             raise FormatError(f"'{key}' has shape {tuple(value.shape)}, which does not fit '{target}' {tuple(shape)}",
-                              "connect the model the fine-tune was trained from (the 'model' input of Imagic Finetune UNet)")
+                              _FITS_FIX)
 
 
 def unet_tensors(delta: Mapping[str, torch.Tensor], storage: str, svd_rank: int = 64, *, lowrank: bool = False,
@@ -337,7 +339,8 @@ def compare_fingerprints(saved: dict, current: dict) -> FingerprintCheck:
     if saved.get("architecture") != current.get("architecture"):
         return FingerprintCheck(False, True, f"the model has another architecture (weight names/shapes: "
                                              f"{current.get('tensors')} tensors, hash {current.get('architecture')}; "
-                                             f"the file's base: {saved.get('tensors')} tensors, hash {saved.get('architecture')})")
+                                             f"the file's base: {saved.get('tensors')} tensors, hash "
+                                             f"{saved.get('architecture')})")
     a = torch.tensor(saved.get("sample", []), dtype=torch.float64)
     b = torch.tensor(current.get("sample", []), dtype=torch.float64)
     if a.shape != b.shape:

@@ -212,7 +212,8 @@ def read_finetune(node_id: str, name: str) -> LoadedFinetune:
     an error that names the file and the fix."""
     path = folder_paths.get_full_path("loras", name)
     if path is None:
-        raise fail(node_id, f"'{name}' is not in the loras folder", "pick a file from the list (refresh the page if it is new)")
+        raise fail(node_id, f"'{name}' is not in the loras folder",
+                   "pick a file from the list (refresh the page if it is new)")
     ext = os.path.splitext(name)[1].lower()
     if ext not in SAFETENSORS_EXTENSIONS:
         raise fail(node_id, f"'{name}' is a '{ext}' file. Imagic fine-tunes are .safetensors; '{ext}' files are "
@@ -221,7 +222,8 @@ def read_finetune(node_id: str, name: str) -> LoadedFinetune:
     key = file_state(name)
     if key in _CACHE:
         return _CACHE[key]
-    damaged = "the file is corrupt or incomplete (an interrupted copy or download?): copy it again, or save the fine-tune again"
+    damaged = ("the file is corrupt or incomplete (an interrupted copy or download?): copy it again, or save the "
+               "fine-tune again")
     try:
         with safetensors.safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
@@ -236,7 +238,8 @@ def read_finetune(node_id: str, name: str) -> LoadedFinetune:
         info = fmt.read_metadata(metadata)
         unet, e_opt_tensors = fmt.split_tensors(tensors)
         if fmt.tensors_digest(tensors) != info.digest:
-            raise fmt.FormatError("its tensors do not match the checksum saved with them (the data is damaged)", damaged)
+            raise fmt.FormatError("its tensors do not match the checksum saved with them (the data is damaged)",
+                                  damaged)
         if not unet:
             raise fmt.FormatError("it holds no UNet weights", damaged)
         bad = fmt.first_nonfinite(tensors)

@@ -37,20 +37,21 @@ class ImagicLoadFinetune(io.ComfyNode):
             display_name="Imagic Load Finetune",
             category="Imagic",
             description=(
-                "Loads a file saved by Imagic Save Finetune: applies the fine-tune to the model (as Load LoRA does) and "
-                "returns e_opt, the stored target text and the suggested eta, to edit again with another eta or target "
-                "text (encode it with CLIP Text Encode, then Imagic Interpolate Conditioning) without retraining. "
-                "Checks that the model is the one the fine-tune was made from."),
+                "Loads a file saved by Imagic Save Finetune: applies the fine-tune to the model (as Load LoRA does) "
+                "and returns e_opt, the stored target text and the suggested eta, to edit again with another eta or "
+                "target text (encode it with CLIP Text Encode, then Imagic Interpolate Conditioning) without "
+                "retraining. Checks that the model is the one the fine-tune was made from."),
             inputs=[
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
-                               tooltip="An Imagic fine-tune in models/loras (saved by Imagic Save Finetune). Other files are "
-                                       "refused with an error; pickle files (.pt, .ckpt) are never opened."),
+                               tooltip="An Imagic fine-tune in models/loras (saved by Imagic Save Finetune). Other "
+                                       "files are refused with an error; pickle files (.pt, .ckpt) are never opened."),
                 io.Model.Input("model", tooltip="The base model the fine-tune was made from (the same checkpoint)."),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
                                tooltip="How much of the fine-tune to apply to the model: 1 = as trained, 0 = none."),
                 io.Combo.Input("fingerprint_check", options=CHECKS, default="warn",
-                               tooltip="What to do when the model is not the fine-tune's base model. warn: apply anyway and "
-                                       "warn (an architecture mismatch is still an error); error: stop; off: do not check."),
+                               tooltip="What to do when the model is not the fine-tune's base model. warn: apply "
+                                       "anyway and warn (an architecture mismatch is still an error); error: stop; "
+                                       "off: do not check."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with the fine-tune applied (a LoRA patch)."),

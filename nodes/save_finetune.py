@@ -52,16 +52,18 @@ class ImagicSaveFinetune(io.ComfyNode):
                                 tooltip="The target text, stored for editing again later. Empty = the text of the CLIP "
                                         "Text Encode that feeds Imagic Optimize Embedding."),
                 io.String.Input("filename_prefix", default="imagic/finetune",
-                                tooltip="File name inside models/loras; may contain subfolders, not '..' or an absolute "
-                                        "path. A counter is added: imagic/finetune_00001_.safetensors."),
+                                tooltip="File name inside models/loras; may contain subfolders, not '..', an "
+                                        "absolute path or a link out of the folder. A counter is added: "
+                                        "imagic/finetune_00001_.safetensors."),
                 io.Combo.Input("full_storage", options=["exact", "svd"], default="exact",
-                               tooltip="For method 'full' only. exact: every changed weight as it is (large: SD1.5 ~3.4 GB). "
-                                       "svd: a low-rank extraction of rank svd_rank, as ComfyUI's Extract and Save Lora "
-                                       "does (small, approximate)."),
+                               tooltip="For method 'full' only. exact: every changed weight as it is (large: SD1.5 "
+                                       "~3.4 GB). svd: a low-rank extraction of rank svd_rank, as ComfyUI's Extract "
+                                       "and Save Lora does (small, approximate)."),
                 io.Int.Input("svd_rank", default=64, min=1, max=1024,
                              tooltip="Rank of the SVD extraction (full_storage 'svd' only)."),
                 io.Float.Input("suggested_eta", default=0.7, min=-10.0, max=10.0, step=0.01,
-                               tooltip="The eta that gave a good edit, stored as a starting point for whoever loads the file."),
+                               tooltip="The eta that gave a good edit, stored as a starting point for whoever loads "
+                                       "the file."),
             ],
             outputs=[
                 io.String.Output(display_name="filename",
@@ -129,7 +131,8 @@ class ImagicSaveFinetune(io.ComfyNode):
             model_family=family_name(model), target_text=text, suggested_eta=suggested_eta,
             training=settings.training, on_step=on_step)
         if dropped:
-            LOG.warning("%s: these e_opt entry keys are not plain data and are not saved: %s", NODE_ID, ", ".join(dropped))
+            LOG.warning("%s: these e_opt entry keys are not plain data and are not saved: %s", NODE_ID,
+                        ", ".join(dropped))
         comfy.model_management.throw_exception_if_processing_interrupted()
         write_atomic(tensors, metadata, path)
         LOG.info("%s: saved %s", NODE_ID, path)
