@@ -19,6 +19,8 @@ Rows:
   1000 full fine-tune steps at 2e-6, alpha (eta) 1.2.
 * ``sdedit``: KSampler from the input's latent with the target text, denoise 0.4 / 0.6 / 0.8.
 * ``t2i``: text-to-image from the target text.
+* ``roundtrip``: the input through VAE Encode and VAE Decode, no edit: "others kept" and "unnamed kept" of a
+  perfect edit are at most this row's (its "target reached" is 0 by construction).
 
 Columns (the reader of ``core.shapes_world`` on the decoded output):
 
@@ -82,6 +84,7 @@ ROWS = {
                         embed_lr=1e-3, tune_steps=1000, tune_lr=2e-6, method="full", etas=[1.2]),
     "sdedit": Row("SDEdit", "sdedit", {"denoise": [0.4, 0.6, 0.8]}),
     "t2i": Row("text-to-image", "t2i"),
+    "roundtrip": Row("VAE round trip of the input (no edit: the ceiling of 'kept')", "roundtrip"),
 }
 DEFAULT_ROWS = ["imagic_lora", "imagic_full", "community", "sdedit", "t2i"]
 QUICK = {"embed_steps": 20, "tune_steps": 20}
@@ -264,6 +267,12 @@ def run_baseline(runner: Runner, args, row: Row, image: str, text: str, seed: in
     settings = row.params.get("denoise", [1.0])
     for d in settings:
         prompt = common(runner, image, text)
+        if row.kind == "roundtrip":
+            prompt["9"] = {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}}
+            prompt["10"] = preview("9")
+            seconds[d] = runner.run(prompt)
+            images[d] = runner.output("9")
+            continue
         latent = ["4", 0] if row.kind == "sdedit" else ["13", 0]
         prompt["8"] = sampler(args, ["1", 0], ["2", 0], latent, seed, d)
         prompt["9"] = decoded("8")
