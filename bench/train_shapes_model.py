@@ -75,42 +75,79 @@ def average_gradients(params: list, ranks: int) -> None:
             offset += p.numel()
 
 
-def train_vae(world, sc, args, taesd=None, decoder_only: bool = False, rank: int = 0):
-    """Train the TAESD as an autoencoder (data parallel over ``args.vae_ranks``), or, ``decoder_only``, its
-    decoder on the frozen encoder's latents (one process)."""
-    ranks = 1 if decoder_only else args.vae_ranks
-    torch.manual_seed(args.seed)
-    taesd = taesd or sc.build_taesd(args.seed)
-    steps = args.decoder_steps if decoder_only else args.vae_steps
-    params = list(taesd.taesd_decoder.parameters()) + ([] if decoder_only else list(taesd.taesd_encoder.parameters()))
-    opt = torch.optim.Adam(params, lr=args.vae_lr)
-    rng = np.random.default_rng(args.seed + 1 + 100 * decoder_only + 1000 * rank)
-    gen = torch.Generator().manual_seed(args.seed + 2 + 100 * decoder_only + 1000 * rank)
-    crop = args.vae_crop
-    for step in range(steps):
-        scenes = world.random_scenes(args.vae_batch // ranks, int(rng.integers(1 << 31)), world.ALL_COMBOS)
-        full = to_nchw(world.render_batch(scenes))
-        offs = rng.integers(0, (world.SIZE - crop) // 8 + 1, size=(len(scenes), 2)) * 8
-        x = torch.stack([full[i, :, oy:oy + crop, ox:ox + crop] for i, (oy, ox) in enumerate(offs)])
-        for g in opt.param_groups:
-            g["lr"] = args.vae_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * (1 - step / steps))
-        with torch.set_grad_enabled(not decoder_only):
-            z = taesd.taesd_encoder(x)
-        rec = taesd.taesd_decoder(z + args.vae_latent_noise * torch.randn(z.shape, generator=gen))
-        mse = torch.nn.functional.mse_loss(rec, x)
-        loss = mse + torch.nn.functional.l1_loss(rec, x) + 1e-2 * z.pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(params, ranks)
-        opt.step()
-        if step % 25 == 0 or step == steps - 1:
-            log(f"{'decoder' if decoder_only else 'vae'} {step} mse {mse.item():.5f} z std {z.std().item():.3f}")
+def analytic_taesd(sc):
+    """A TAESD whose encoder is set by hand, not trained: three stride-2 2x2 averages, every block a no-op
+    (its last convolution zero, so ReLU(x) = x for the non-negative pixels) -- the latent is the 8x8-pixel
+    average of R, G, B (and a zero 4th channel). Colour, place and size are in the latent by construction;
+    only the decoder learns (to draw sharp shapes from those averages). Its decoder starts as nearest
+    upsampling of the same channels, every block a no-op with trainable inner convolutions."""
+    taesd = sc.build_taesd(0)
+    enc, dec = taesd.taesd_encoder, taesd.taesd_decoder
+    with torch.no_grad():
+        for block in [m for m in enc.modules() if type(m).__name__ == "Block"]:
+            block.conv[4].weight.zero_()
+            block.conv[4].bias.zero_()
+        for i in (0, 14):  # conv(3, 64) and conv(64, 4): channels 0-2 through
+            enc[i].weight.zero_()
+            enc[i].bias.zero_()
+            for c in range(3):
+                enc[i].weight[c, c, 1, 1] = 1.0
+        for i in (2, 6, 10):  # stride-2 convolutions: the 2x2 average of each channel
+            enc[i].weight.zero_()
+            for c in range(64):
+                enc[i].weight[c, c, 1:, 1:] = 0.25
+        for block in [m for m in dec.modules() if type(m).__name__ == "Block"]:
+            block.conv[4].weight.zero_()
+            block.conv[4].bias.zero_()
+        for i in (1, 7, 12, 17, 19):  # conv(4, 64), the three after each upsampling, conv(64, 3): identity
+            dec[i].weight.zero_()
+            if dec[i].bias is not None:
+                dec[i].bias.zero_()
+            for c in range(3):
+                dec[i].weight[c, c, 1, 1] = 1.0
     return taesd
 
 
-@torch.no_grad()
-def encode(taesd, images: np.ndarray, batch: int = 32) -> torch.Tensor:
-    return torch.cat([taesd.taesd_encoder(to_nchw(images[i:i + batch])) for i in range(0, len(images), batch)])
+def encode(images: torch.Tensor) -> torch.Tensor:
+    """What ``analytic_taesd``'s encoder computes (NCHW pixels in [0, 1]), as one average pooling."""
+    pooled = torch.nn.functional.avg_pool2d(images, 8)
+    return torch.cat([pooled, torch.zeros_like(pooled[:, :1])], dim=1)
+
+
+def train_decoder(world, taesd, args):
+    """The decoder on 64x64 crops around the object (where the detail is), latents with a little noise."""
+    params = list(taesd.taesd_decoder.parameters())
+    opt = torch.optim.Adam(params, lr=args.vae_lr)
+    rng = np.random.default_rng(args.seed + 1)
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    crop = 64
+    steps = args.decoder_steps
+    for step in range(steps):
+        scenes = world.random_scenes(args.vae_batch, int(rng.integers(1 << 31)), world.ALL_COMBOS)
+        full = to_nchw(world.render_batch(scenes))
+        z = encode(full)
+        xs, zs = [], []
+        for i, sc_ in enumerate(scenes):
+            fx, fy = world._CENTRES[sc_.position]
+            cx, cy = (fx + sc_.dx) * world.SIZE, (fy + sc_.dy) * world.SIZE
+            jx, jy = rng.integers(-2, 3, size=2)
+            ox = int(np.clip(round((cx - crop / 2) / 8) + jx, 0, (world.SIZE - crop) // 8))
+            oy = int(np.clip(round((cy - crop / 2) / 8) + jy, 0, (world.SIZE - crop) // 8))
+            xs.append(full[i, :, oy * 8:oy * 8 + crop, ox * 8:ox * 8 + crop])
+            zs.append(z[i, :, oy:oy + crop // 8, ox:ox + crop // 8])
+        x, z = torch.stack(xs), torch.stack(zs)
+        for g in opt.param_groups:
+            g["lr"] = args.vae_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * (1 - step / steps))
+        rec = taesd.taesd_decoder(z + args.vae_latent_noise * torch.randn(z.shape, generator=gen))
+        weight = 1.0 + 4.0 * ((x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) > 0.1).float()  # the object
+        mse = torch.nn.functional.mse_loss(rec, x)
+        loss = (weight * ((rec - x).abs() + (rec - x) ** 2)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 25 == 0 or step == steps - 1:
+            log(f"decoder {step} mse {mse.item():.5f}")
+    return taesd
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -124,6 +161,8 @@ def train_unet(sc, pack, clip, latents: torch.Tensor, captions: list[int], texts
     cm = pack("nodes.comfy_model")
     diffusion = pack("core.diffusion")
     patcher = sc.build_unet(args.seed)
+    if args.init:  # continue from a checkpoint's UNet
+        patcher = sc.load_shapes_checkpoint(args.init)[0]
     base = cm.private_model(patcher, train_weights=True)
     den = cm.ComfyDenoiser(base)
     params = list(base.diffusion_model.parameters())
@@ -177,14 +216,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "assets" / "imagic_shapes.safetensors")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vae-steps", type=int, default=300, help="autoencoder steps (encoder and decoder)")
-    p.add_argument("--decoder-steps", type=int, default=700, help="then decoder-only steps, beside the UNet")
+    p.add_argument("--decoder-steps", type=int, default=450, help="VAE decoder steps (beside the UNet)")
     p.add_argument("--vae-batch", type=int, default=8)
-    p.add_argument("--vae-crop", type=int, default=48, help="training crop (pixels, a multiple of 8)")
     p.add_argument("--vae-lr", type=float, default=1e-3)
-    p.add_argument("--vae-latent-noise", type=float, default=0.1)
+    p.add_argument("--vae-latent-noise", type=float, default=0.02)
     p.add_argument("--n-data", type=int, default=3200, help="encoded scenes the UNet trains on")
-    p.add_argument("--unet-steps", type=int, default=1000)
+    p.add_argument("--unet-steps", type=int, default=900)
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=1e-3)
     p.add_argument("--caption-dropout", type=float, default=0.1)
@@ -192,14 +229,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--eval-per-caption", type=int, default=5)
     p.add_argument("--eval-cfg", type=float, default=5.0)
-    p.add_argument("--vae-ranks", type=int, default=2, help="data-parallel autoencoder processes (1 thread each)")
+    p.add_argument("--init", type=Path, help="continue from this checkpoint: its UNet goes on training, its VAE "
+                                             "is kept (no decoder phase)")
+    p.add_argument("--history", help="with --measure-only: a note on how the checkpoint was made, kept in it")
+    p.add_argument("--measure-only", action="store_true",
+                   help="no training: measure the checkpoint at --out again and rewrite its measurements")
     p.add_argument("--ranks", type=int, default=4, help="data-parallel UNet processes (one torch thread each)")
-    p.add_argument("--resume", type=Path, help="the work folder of an interrupted run: reuse its autoencoder, "
-                                               "latents and (running or finished) decoder phase")
-    p.add_argument("--encoders", type=int, default=2, help="processes that encode the training scenes")
     # internal: the worker processes
-    p.add_argument("--role", default="main", choices=["main", "vae", "decoder", "encode", "unet"],
-                   help=argparse.SUPPRESS)
+    p.add_argument("--role", default="main", choices=["main", "decoder", "unet"], help=argparse.SUPPRESS)
     p.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -232,41 +269,60 @@ def training_data(world, args):
     return scenes, texts, [texts.index(s.caption) for s in scenes]
 
 
-def load_taesd(sc, path: Path):
-    taesd = sc.build_taesd()
-    taesd.load_state_dict(safetensors.torch.load_file(str(path)))
-    return taesd
+def training_latents(world, args) -> torch.Tensor:
+    scenes = training_data(world, args)[0]
+    return torch.cat([encode(to_nchw(world.render_batch(scenes[i:i + 256]))) for i in range(0, len(scenes), 256)])
 
 
-def load_latents(args) -> torch.Tensor:
-    parts = [safetensors.torch.load_file(str(args.work / f"latents_{i}.safetensors"))["raw"]
-             for i in range(args.encoders)]
-    raw = torch.empty((args.n_data,) + tuple(parts[0].shape[1:]))
-    for i, part in enumerate(parts):
-        raw[i::args.encoders] = part
-    return raw
+def normalise(raw: torch.Tensor) -> tuple[float, float]:
+    return raw.mean().item(), raw.std().item()
 
 
 def worker(args, pack, world, sc) -> None:
-    if args.role == "vae":
-        join(args.vae_ranks, args.rank, args.port)
-        train_vae(world, sc, args, rank=args.rank)
-        leave(args.vae_ranks)
-    elif args.role == "decoder":
-        taesd = train_vae(world, sc, args, load_taesd(sc, args.work / "taesd_joint.safetensors"), decoder_only=True)
+    if args.role == "decoder":
+        taesd = train_decoder(world, analytic_taesd(sc), args)
         safetensors.torch.save_file(taesd.taesd_decoder.state_dict(), str(args.work / "decoder.safetensors"))
-    elif args.role == "encode":
-        taesd = load_taesd(sc, args.work / "taesd_joint.safetensors")
-        scenes = training_data(world, args)[0][args.rank::args.encoders]
-        raw = encode(taesd, world.render_batch(scenes))
-        safetensors.torch.save_file({"raw": raw}, str(args.work / f"latents_{args.rank}.safetensors"))
     elif args.role == "unet":
-        raw = load_latents(args)
+        raw = training_latents(world, args)
         _, texts, captions = training_data(world, args)
-        mu, s = raw.mean().item(), raw.std().item()
+        mu, s = normalise(raw)
         join(args.ranks, args.rank, args.port)
         train_unet(sc, pack, sc.build_clip(), (raw - mu) / s, captions, texts, args, rank=args.rank)
         leave(args.ranks)
+
+
+def vae_round_trip(world, vae, seed: int) -> dict:
+    """Encode and decode true renders of all combinations: pixel MSE and how often the reader agrees."""
+    with torch.inference_mode():
+        test = world.render_batch(world.random_scenes(32, seed + 20, world.ALL_COMBOS))
+        back = vae.decode(vae.encode(torch.from_numpy(test))).cpu().numpy()
+    kept = [_attributes(world.read(b)) == _attributes(world.read(t)) for b, t in zip(back, test, strict=True)]
+    return {"mse": round(float(((back - test) ** 2).mean()), 5), "attributes_kept": float(np.mean(kept))}
+
+
+def measurements(world, model, clip, vae, args) -> dict:
+    t2i = measure_t2i(world, model, clip, vae, args.eval_per_caption, args.eval_cfg)
+    log(f"held-out text-to-image: {t2i}")
+    return {"imagic.reader_accuracy_true_renders": json.dumps(world.reader_accuracy()),
+            "imagic.vae_round_trip": json.dumps(vae_round_trip(world, vae, args.seed)),
+            "imagic.heldout_text_to_image": json.dumps(t2i)}
+
+
+def static_metadata(world, sc) -> dict:
+    return {"imagic.kind": "shapes_model", "imagic.unet_config": json.dumps(sc.UNET),
+            "imagic.text_config": json.dumps(sc.TEXT_CONFIG), "imagic.held_out_combos": json.dumps(world.HELD_OUT)}
+
+
+def remeasure(args, world, sc) -> None:
+    import comfy.utils
+
+    state, metadata = comfy.utils.load_torch_file(str(args.out), safe_load=True, return_metadata=True)
+    model, clip, vae = sc.load_shapes_checkpoint(args.out)
+    metadata = {**static_metadata(world, sc), **(metadata or {}), **measurements(world, model, clip, vae, args)}
+    if args.history:
+        metadata["imagic.history"] = args.history
+    comfy.utils.save_torch_file(state, str(args.out), metadata=metadata)
+    log(f"rewrote the measurements of {args.out}")
 
 
 def main(argv=None):
@@ -278,29 +334,20 @@ def main(argv=None):
     sc = pack("nodes.shapes_checkpoint")
     if args.role != "main":
         return worker(args, pack, world, sc)
+    if args.measure_only:
+        return remeasure(args, world, sc)
     started = time.time()
-    work = args.resume or Path(tempfile.mkdtemp(prefix="imagic_shapes_train_"))
+    work = Path(tempfile.mkdtemp(prefix="imagic_shapes_train_"))
     common = [*argv, "--work", str(work)]
 
-    if (work / "taesd_joint.safetensors").is_file():
-        log(f"phase 1: VAE, from {work}")
-        taesd = load_taesd(sc, work / "taesd_joint.safetensors")
-    else:
-        log("phase 1: VAE")
-        port = free_port()
-        others = [spawn(common, "--role", "vae", "--rank", str(r), "--port", str(port))
-                  for r in range(1, args.vae_ranks)]
-        join(args.vae_ranks, 0, port)
-        taesd = train_vae(world, sc, args)
-        leave(args.vae_ranks)
-        wait(others)
-        safetensors.torch.save_file(taesd.state_dict(), str(work / "taesd_joint.safetensors"))
-    decoder = None if args.resume else spawn(common, "--role", "decoder")  # a resumed run's goes on by itself
-    if not all((work / f"latents_{i}.safetensors").is_file() for i in range(args.encoders)):
-        wait([spawn(common, "--role", "encode", "--rank", str(i)) for i in range(args.encoders)])
-    args.work = work
-    raw = load_latents(args)
-    mu, s = raw.mean().item(), raw.std().item()
+    log("phase 1: the VAE's decoder (beside the UNet); the encoder is set by hand")
+    taesd = analytic_taesd(sc)
+    with torch.no_grad():  # the hand-set encoder is the average pooling the UNet's data are made with
+        check = to_nchw(world.render_batch(world.random_scenes(4, args.seed + 30, world.ALL_COMBOS)))
+        assert torch.allclose(taesd.taesd_encoder(check), encode(check), atol=1e-5)
+    decoder = None if args.init else spawn(common, "--role", "decoder")
+    raw = training_latents(world, args)
+    mu, s = normalise(raw)
     scale = float(sc.ShapesSD15.latent_format().scale_factor)
     latents = (raw - mu) / s
     log(f"latents: raw mean {mu:.3f} std {s:.3f}; per-channel std {latents.std(dim=(0, 2, 3)).tolist()}")
@@ -314,22 +361,16 @@ def main(argv=None):
     model = train_unet(sc, pack, clip, latents, captions, texts, args)
     leave(args.ranks)
     wait(others + ([decoder] if decoder else []))
-    while not (work / "decoder.safetensors").is_file():  # a resumed run: the interrupted run's decoder phase
-        time.sleep(5)
-    time.sleep(2)
-    taesd.taesd_decoder.load_state_dict(safetensors.torch.load_file(str(work / "decoder.safetensors")))
+    if args.init:
+        taesd.load_state_dict({k: v for k, v in sc.load_shapes_checkpoint(args.init)[2].first_stage_model
+                               .state_dict().items() if k.startswith("taesd_")}, strict=False)
+    else:
+        taesd.taesd_decoder.load_state_dict(safetensors.torch.load_file(str(work / "decoder.safetensors")))
     taesd_sd = {k: v.detach().clone() for k, v in taesd.state_dict().items()}
     taesd_sd["vae_scale"] = torch.tensor(scale * s)
     taesd_sd["vae_shift"] = torch.tensor(-mu / (scale * s))
     vae = sc.vae_from_taesd(taesd_sd)
 
-    with torch.inference_mode():  # VAE round trip on scenes of all combinations
-        test = world.render_batch(world.random_scenes(32, args.seed + 20, world.ALL_COMBOS))
-        back = vae.decode(vae.encode(torch.from_numpy(test))).cpu().numpy()
-        vae_mse = float(((back - test) ** 2).mean())
-        kept = [_attributes(world.read(b)) == _attributes(world.read(t)) for b, t in zip(back, test, strict=True)]
-        vae_read = float(np.mean(kept))
-    log(f"VAE round trip mse {vae_mse:.5f}, attributes kept {vae_read:.3f}")
     state = sc.checkpoint_state_dict(model, clip, taesd_sd)
     state = {k: v.half() if v.is_floating_point() and v.ndim > 0 else v for k, v in state.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -338,19 +379,16 @@ def main(argv=None):
     comfy.utils.save_torch_file(state, str(args.out))  # measured as shipped (fp16), then rewritten with metadata
     model, clip, vae = sc.load_shapes_checkpoint(args.out)
     log("phase 3: text-to-image on held-out captions")
-    t2i = measure_t2i(world, model, clip, vae, args.eval_per_caption, args.eval_cfg)
-    log(f"held-out text-to-image: {t2i}")
+    measured = measurements(world, model, clip, vae, args)
     minutes = (time.time() - started) / 60
-    recipe = {k: v for k, v in vars(args).items() if k not in ("out", "work", "role", "rank", "port", "resume")}
+    recipe = {k: v for k, v in vars(args).items() if k not in ("out", "work", "role", "rank", "port")}
     metadata = {
         "imagic.kind": "shapes_model",
-        "imagic.recipe": json.dumps(recipe),
+        "imagic.recipe": json.dumps(recipe, default=str),
         "imagic.unet_config": json.dumps(sc.UNET),
         "imagic.text_config": json.dumps(sc.TEXT_CONFIG),
         "imagic.latent_stats": json.dumps({"raw_mean": mu, "raw_std": s}),
-        "imagic.reader_accuracy_true_renders": json.dumps(world.reader_accuracy()),
-        "imagic.vae_round_trip": json.dumps({"mse": round(vae_mse, 5), "attributes_kept": vae_read}),
-        "imagic.heldout_text_to_image": json.dumps(t2i),
+        **measured,
         "imagic.held_out_combos": json.dumps(world.HELD_OUT),
         "imagic.train_minutes": json.dumps(round(minutes, 1)),
         "imagic.trained_on": f"CPU, torch {torch.__version__}, {args.ranks} UNet processes of 1 thread",

@@ -148,9 +148,16 @@ def read(image: np.ndarray) -> Reading:
     area = float(mask.mean())
     if area < _MIN_AREA:
         return Reading(None, None, None, 0.0, background, (0.5, 0.5))
-    ys, xs = np.nonzero(mask)
-    cx, cy = xs.mean() / w, ys.mean() / h
-    mean = img[mask].mean(axis=0)
+    # Soft coverage: a pixel's share of the object from its saturation relative to the object's own, so that
+    # edges blurred or blocky (a decoder's) count by how much of the object they hold.
+    full = float(np.percentile(saturation[mask], 90))
+    cover = np.clip((saturation - 0.05) / max(full - 0.05, 1e-6), 0.0, 1.0)
+    core = cover > 0.8
+    area = float(cover.mean())
+    ys, xs = np.nonzero(cover > 0.5)
+    weights = cover[ys, xs]
+    cx, cy = float((xs * weights).sum() / weights.sum() / w), float((ys * weights).sum() / weights.sum() / h)
+    mean = img[core].mean(axis=0) if core.any() else img[mask].mean(axis=0)
     name, dist = min(((n, float(np.abs(mean - np.array(c)).max())) for n, c in COLOURS.items()),
                      key=lambda t: t[1])
     colour = name if dist <= _COLOUR_TOLERANCE else None
@@ -159,11 +166,10 @@ def read(image: np.ndarray) -> Reading:
         position = "left" if dx < 0 else "right"
     else:
         position = "top" if dy < 0 else "bottom"
-    # shape from how much of its bounding box the object fills: square ~1, circle ~pi/4, triangle ~1/2
-    y0, y1 = np.percentile(ys, [1, 99])
-    x0, x1 = np.percentile(xs, [1, 99])
-    fill = mask.sum() / max((x1 - x0 + 1) * (y1 - y0 + 1), 1.0)
-    shape = "square" if fill > 0.89 else "circle" if fill > 0.64 else "triangle"
+    # shape from how much of its bounding box the object fills: square 1, circle pi/4, triangle 1/2; the box's
+    # sides are the widest row and the tallest column of the coverage (sums: robust to blurred edges)
+    fill = cover.sum() / max(float(cover.sum(axis=1).max() * cover.sum(axis=0).max()), 1.0)
+    shape = "square" if fill > 0.9 else "circle" if fill > 0.72 else "triangle"
     return Reading(colour, shape, position, float(np.sqrt(area)), background, (float(cx), float(cy)))
 
 
