@@ -19,6 +19,8 @@ from ..core.precision import Precision
 from .errors import fail
 from .families import check_family, family_name, prepare_for_training
 
+FP32 = Precision()  # no mixed precision: every weight in float32
+
 
 def latent_channels(model) -> int | None:
     return getattr(model.get_model_object("latent_format"), "latent_channels", None)
@@ -62,7 +64,7 @@ def check_inputs(node_id: str, model, conditioning: list, latent: dict) -> None:
                        "encode the text with the CLIP of the same checkpoint as the model")
 
 
-def private_model(model, train_weights: bool = False, precision: Precision = Precision()):
+def private_model(model, train_weights: bool = False, precision: Precision = FP32):
     """A copy of ``model.model`` (a ComfyUI BaseModel) to train on, on the model's load device, in eval mode,
     every parameter with ``requires_grad`` off (the trainer turns on what it trains).
 

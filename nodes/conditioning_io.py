@@ -36,7 +36,7 @@ def trained_tensors(entries: list[dict]) -> list[torch.Tensor]:
 def to_conditioning(like: list, entries: list[dict]) -> list:
     """CONDITIONING with the structure, keys, dtypes and devices of ``like`` and the tensors of ``entries``."""
     out = []
-    for (tensor, extras), entry in zip(like, entries):
+    for (tensor, extras), entry in zip(like, entries, strict=True):
         extras = extras.copy()
         if isinstance(extras.get("pooled_output"), torch.Tensor):
             ref = extras["pooled_output"]

@@ -38,9 +38,10 @@ before any work starts, the family named by its ``supported_models`` config clas
 """
 from __future__ import annotations
 
+import torch
+
 import comfy.model_base
 import comfy.model_sampling
-import torch
 
 from .errors import fail
 

@@ -50,7 +50,8 @@ class ImagicFinetuneUNet(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The same diffusion model given to Imagic Optimize Embedding."),
                 io.Conditioning.Input("conditioning", tooltip="e_opt, the output of Imagic Optimize Embedding."),
-                io.Latent.Input("latent", tooltip="The input photo's latent (the same as for Imagic Optimize Embedding)."),
+                io.Latent.Input("latent",
+                                tooltip="The input photo's latent (the same as for Imagic Optimize Embedding)."),
                 io.Int.Input("steps", default=1500, min=1, max=100000, tooltip="Fine-tuning steps (paper: 1500)."),
                 io.Float.Input("learning_rate", default=DEFAULT_LEARNING_RATE["lora"], min=0.0, max=1.0, step=1e-7,
                                tooltip="Adam learning rate: lora 0.0001 (1e-4), full 0.0000005 (5e-7, the paper's). "
@@ -58,16 +59,21 @@ class ImagicFinetuneUNet(io.ComfyNode):
                                        "value is one of them. 0 = the method's default."),
                 io.Combo.Input("method", options=["lora", "full"], default="lora",
                                tooltip="lora: low-rank adapters on every linear/conv weight (light, small file). "
-                                       "full: every weight, as in the paper (needs about 4x the model's size in memory)."),
-                io.Int.Input("lora_rank", default=8, min=1, max=256, tooltip="Rank of the LoRA adapters (method lora only)."),
+                                       "full: every weight, as in the paper (needs about 4x the model's size in "
+                                       "memory)."),
+                io.Int.Input("lora_rank", default=8, min=1, max=256,
+                             tooltip="Rank of the LoRA adapters (method lora only)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the training noise, timesteps and LoRA initialisation."),
                 io.Boolean.Input("low_memory", default=LOW_MEMORY_DEFAULT, optional=True, tooltip=LOW_MEMORY_TOOLTIP),
                 io.Int.Input("batch_size", default=1, min=1, max=64, optional=True, tooltip=BATCH_SIZE_TOOLTIP),
             ],
             outputs=[
-                io.Model.Output(display_name="model", tooltip="The fine-tuned model: the input model with the fine-tune applied as a patch."),
-                io.LoraModel.Output(display_name="lora", tooltip="The fine-tune as a weight delta in ComfyUI's LoRA key format (Save LoRA, Load LoRA Model, Imagic Save Finetune)."),
+                io.Model.Output(display_name="model",
+                                tooltip="The fine-tuned model: the input model with the fine-tune applied as a patch."),
+                io.LoraModel.Output(display_name="lora",
+                                    tooltip="The fine-tune as a weight delta in ComfyUI's LoRA key format (Save LoRA, "
+                                            "Load LoRA Model, Imagic Save Finetune)."),
                 io.LossMap.Output(display_name="loss", tooltip="Loss per step ({'loss': [...]})."),
             ],
         )

@@ -33,19 +33,28 @@ class ImagicOptimizeEmbedding(io.ComfyNode):
                 "diffusion model reconstructs the input image; returns e_opt with the same structure as the "
                 "input conditioning. The model is not changed."),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (kept frozen). Use the same checkpoint for all Imagic nodes."),
-                io.Conditioning.Input("conditioning", tooltip="The target text encoded by this checkpoint's CLIP (e_tgt), e.g. 'a photo of a sitting dog'."),
-                io.Latent.Input("latent", tooltip="The input photo, VAE-encoded with this checkpoint's VAE (one image)."),
+                io.Model.Input("model",
+                               tooltip="The diffusion model (kept frozen). Use the same checkpoint for all Imagic "
+                                       "nodes."),
+                io.Conditioning.Input("conditioning",
+                                      tooltip="The target text encoded by this checkpoint's CLIP (e_tgt), e.g. "
+                                              "'a photo of a sitting dog'."),
+                io.Latent.Input("latent",
+                                tooltip="The input photo, VAE-encoded with this checkpoint's VAE (one image)."),
                 io.Int.Input("steps", default=1000, min=1, max=100000, tooltip="Optimisation steps (paper: 1000)."),
-                io.Float.Input("learning_rate", default=2e-3, min=1e-7, max=1.0, step=1e-5, tooltip="Adam learning rate (paper: 2e-3)."),
+                io.Float.Input("learning_rate", default=2e-3, min=1e-7, max=1.0, step=1e-5,
+                               tooltip="Adam learning rate (paper: 2e-3)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the training noise and timesteps; same seed and inputs give the same result."),
+                             tooltip="Seed of the training noise and timesteps; same seed and inputs give the same "
+                                     "result."),
                 io.Boolean.Input("low_memory", default=LOW_MEMORY_DEFAULT, optional=True, tooltip=LOW_MEMORY_TOOLTIP),
                 io.Int.Input("batch_size", default=1, min=1, max=64, optional=True, tooltip=BATCH_SIZE_TOOLTIP),
             ],
             outputs=[
-                io.Conditioning.Output(display_name="optimized", tooltip="e_opt: the optimised embedding, same entries and keys as the input."),
-                io.LossMap.Output(display_name="loss", tooltip="Loss per step ({'loss': [...]}), for ComfyUI's Plot Loss Graph."),
+                io.Conditioning.Output(display_name="optimized",
+                                       tooltip="e_opt: the optimised embedding, same entries and keys as the input."),
+                io.LossMap.Output(display_name="loss",
+                                  tooltip="Loss per step ({'loss': [...]}), for ComfyUI's Plot Loss Graph."),
             ],
         )
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-import comfy.model_management
-import comfy.utils
 from tqdm import tqdm
 
+import comfy.model_management
+import comfy.utils
 from comfy_execution.utils import get_executing_context
 
 LOSS_EVENT = "imagic.loss"

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
@@ -32,7 +34,6 @@ import comfy.supported_models
 import comfy.supported_models_base
 import comfy.taesd.taesd
 import comfy.text_encoders.sd3_clip
-import torch
 from comfy.ldm.modules.diffusionmodules.mmdit import get_2d_sincos_pos_embed
 from comfy_api.latest import io
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import HOST, NO_HOST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +20,8 @@ def test_benchmark_runs_every_row_and_prints_the_table():
     pytest.importorskip("diffusers")
     cmd = [sys.executable, str(ROOT / "bench" / "imagic_bench.py"), "--model", "mini", "--size", "8", "--steps", "1",
            "--warmup", "1", "--threads", "1", "--no-isolate", "--edit", "on", "--edit-steps", "2", "2", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, COMFYUI_PATH=str(HOST)))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, COMFYUI_PATH=str(HOST)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "| stage | implementation | low_memory | s/step (median) |" in out and "ours/reference |" in out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from pack import sub
 
 lora = sub("core.lora")
@@ -35,7 +36,10 @@ def test_adapter_on_the_activations_equals_the_merged_weight_patch(layer, x):
     with torch.no_grad():
         adapter.down.normal_()
         w = merged(layer, adapter)
-        expected = F.linear(x, w, layer.bias) if isinstance(layer, torch.nn.Linear) else layer._conv_forward(x, w, layer.bias)
+        if isinstance(layer, torch.nn.Linear):
+            expected = F.linear(x, w, layer.bias)
+        else:
+            expected = layer._conv_forward(x, w, layer.bias)
         assert torch.allclose(root(x), expected, atol=1e-5)
 
 
@@ -51,7 +55,8 @@ def test_a_new_adapter_leaves_the_layer_unchanged_and_is_seeded():
 
 
 def test_only_linear_and_plain_convolutions_are_adapted():
-    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Conv2d(4, 4, 3, groups=2), torch.nn.ConvTranspose2d(4, 4, 2),
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Conv2d(4, 4, 3, groups=2),
+                              torch.nn.ConvTranspose2d(4, 4, 2),
                               torch.nn.GroupNorm(2, 4), torch.nn.Embedding(5, 4), torch.nn.Conv2d(4, 4, 1))
     assert sorted(lora.attach(net, rank=2, seed=0)) == ["0", "5"]
 
@@ -87,7 +92,7 @@ def test_checkpointed_blocks_give_the_same_gradients_lora_included():
             h = block(h, scale=0.5)  # keyword arguments pass through the checkpoint
         net.head(h).sum().backward()
         grads.append([p.grad for ad in adapters.values() for p in ad.parameters()])
-    assert all(torch.allclose(a, b) for a, b in zip(*grads))
+    assert all(torch.allclose(a, b) for a, b in zip(*grads, strict=True))
 
 
 class InPlaceBlock(torch.nn.Module):
@@ -110,7 +115,7 @@ def test_a_checkpointed_block_may_modify_its_input_in_place():
         x = torch.randn(3, 6, requires_grad=True)
         net(x).sum().backward()
         grads.append([x.grad] + [p.grad for p in net.parameters()])
-    assert all(torch.allclose(a, b) for a, b in zip(*grads))
+    assert all(torch.allclose(a, b) for a, b in zip(*grads, strict=True))
 
 
 def test_precision_keeps_frozen_matrices_in_the_half_type_and_vectors_in_fp32():
@@ -179,7 +184,8 @@ def test_frozen_private_copy_shares_the_weights_and_is_freed_when_the_node_ends(
             with tr.TrainingSetup(model, latent, settings, train_weights=False) as setup:
                 weights.LoraFinetune(setup.base, 4, seed=0)
                 copy = setup.base
-                shared = [n for n, p in copy.diffusion_model.named_parameters() if p.data_ptr() == upstream[n].data_ptr()]
+                shared = [n for n, p in copy.diffusion_model.named_parameters()
+                          if p.data_ptr() == upstream[n].data_ptr()]
                 assert len(shared) == len(upstream)  # fp32 on a CPU: no second copy of the weights
                 alive = weakref.ref(copy)
                 del copy

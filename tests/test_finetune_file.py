@@ -21,7 +21,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from asserts import validation_message
+from asserts import assert_clear, validation_message
 from graphs import TARGET_TEXT, imagic_graph, write_input_image
 from pack import sub
 
@@ -171,7 +171,8 @@ def test_interop_with_comfyuis_save_lora_and_lora_model_loader(comfy, saved, ima
     model; LoraModelLoader on the LORA_MODEL gives it too; Imagic Load Finetune refuses that plain file."""
     graph = dict(saved["graph"])
     graph["21"] = {"class_type": "SaveLoRANode", "inputs": {"lora": ["6", 1], "prefix": "loras/plain"}}
-    graph["22"] = {"class_type": "LoraModelLoader", "inputs": {"model": ["1", 0], "lora": ["6", 1], "strength_model": 1.0}}
+    graph["22"] = {"class_type": "LoraModelLoader",
+                   "inputs": {"model": ["1", 0], "lora": ["6", 1], "strength_model": 1.0}}
     graph["8"] = {"class_type": graph["8"]["class_type"], "inputs": dict(graph["8"]["inputs"], model=["22", 0])}
     comfy.run(graph)
     assert torch.allclose(comfy.output("8")["samples"], saved["latent"], atol=ATOL, rtol=0)
@@ -186,7 +187,7 @@ def test_interop_with_comfyuis_save_lora_and_lora_model_loader(comfy, saved, ima
     assert torch.allclose(comfy.output("8")["samples"], saved["latent"], atol=ATOL, rtol=0)
     comfy.run(load_graph(image, name), expect_success=False)
     message = error_of(comfy)["exception_message"]
-    assert message.startswith(title("ImagicLoadFinetune") + ":") and name in message and "plain LoRA" in message, message
+    assert_clear(message, "ImagicLoadFinetune", name, "plain LoRA")
 
 
 @pytest.mark.parametrize("family, seed, check, outcome", [
@@ -275,7 +276,7 @@ def test_bad_files_fail_with_a_clear_error_naming_the_file(comfy, saved, image, 
     error = error_of(comfy)
     message = error["exception_message"]
     assert error["node_type"] == "ImagicLoadFinetune", error
-    assert message.startswith(title("ImagicLoadFinetune") + ":") and f"'{name}'" in message and "Fix:" in message, message
+    assert_clear(message, "ImagicLoadFinetune", f"'{name}'")
     for w in words:
         assert w in message, message
     assert not marker.exists()  # nothing was unpickled
@@ -288,7 +289,7 @@ def test_the_prefix_cannot_leave_the_loras_folder(comfy, saved, prefix):
     before = sorted(p for p in comfy.base.rglob("*") if p.is_file())
     _, _, _, node_errors = comfy.validate(graph)  # refused by validation, before any training
     message = validation_message(node_errors, "20")
-    assert message.startswith(title("ImagicSaveFinetune") + ":") and "filename_prefix" in message and "Fix:" in message, message
+    assert_clear(message, "ImagicSaveFinetune", "filename_prefix")
     assert sorted(p for p in comfy.base.rglob("*") if p.is_file()) == before
     assert not Path("/tmp/imagic_escaped_00001_.safetensors").exists()
 
@@ -334,7 +335,8 @@ def test_full_method_exact_and_svd_storage(comfy, image, caplog):
             meta, keys = f.metadata(), set(f.keys())
         assert meta["imagic.method"] == "full"
         if name == exact:
-            assert meta["imagic.unet_storage"] == "exact" and {k for k in keys if k.startswith("diffusion_model.")} == set(lora)
+            assert meta["imagic.unet_storage"] == "exact"
+            assert {k for k in keys if k.startswith("diffusion_model.")} == set(lora)
         else:
             assert meta["imagic.unet_storage"] == "svd" and meta["imagic.svd_rank"] == "4"
             assert meta["imagic.target_text"] == "a custom text" and meta["imagic.suggested_eta"] == "0.5"
@@ -359,8 +361,9 @@ def test_training_settings_are_read_through_primitive_nodes(comfy):
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ["12", 0]}},
         "5": {"class_type": "ImagicOptimizeEmbedding", "inputs": {"conditioning": ["2", 0], "steps": ["11", 0],
                                                                   "learning_rate": 0.002, "seed": 3}},
-        "6": {"class_type": "ImagicFinetuneUNet", "inputs": {"conditioning": ["5", 0], "steps": 1500, "learning_rate": 0.0,
-                                                             "method": "lora", "seed": ["13", 0]}},
+        "6": {"class_type": "ImagicFinetuneUNet",
+              "inputs": {"conditioning": ["5", 0], "steps": 1500, "learning_rate": 0.0,
+                         "method": "lora", "seed": ["13", 0]}},
         "11": {"class_type": "PrimitiveInt", "inputs": {"value": 1000}},
         "12": {"class_type": "PrimitiveStringMultiline", "inputs": {"value": "a dog"}},
         "13": {"class_type": "SomeSeedNode", "inputs": {"a": 1, "b": 2}},  # not a primitive: left out

@@ -27,7 +27,7 @@ def test_conditioning_round_trip_keeps_every_entry_tensor_and_dtype():
     assert dropped == ["1.control"]  # not plain data: reported, not silently lost
     back = fmt.conditioning_from_tensors(tensors, layout)
     assert len(back) == 2
-    for (t, extras), (t0, extras0) in zip(back, cond):
+    for (t, extras), (t0, extras0) in zip(back, cond, strict=True):
         assert t.dtype == t0.dtype and torch.equal(t, t0)
         assert extras["pooled_output"].dtype == extras0["pooled_output"].dtype
         assert torch.equal(extras["pooled_output"], extras0["pooled_output"])
@@ -110,7 +110,8 @@ def test_key_and_shape_checks():
         fmt.check_fits(delta, {k: v for k, v in shapes.items() if k != "conv.weight"})
     with pytest.raises(fmt.FormatError, match="does not fit"):
         fmt.check_fits(delta, dict(shapes, **{"a.weight": (16, 13)}))
-    lora = {"diffusion_model.a.lora_up.weight": torch.zeros(16, 2), "diffusion_model.a.lora_down.weight": torch.zeros(2, 12),
+    lora = {"diffusion_model.a.lora_up.weight": torch.zeros(16, 2),
+            "diffusion_model.a.lora_down.weight": torch.zeros(2, 12),
             "diffusion_model.a.alpha": torch.tensor(2.0)}
     fmt.check_fits(lora, shapes)
     assert fmt.method_of(lora) == "lora" and fmt.lora_rank_of(lora) == 2
@@ -185,7 +186,8 @@ def test_digest_detects_any_change():
 
 
 def test_split_tensors_rejects_unknown_keys():
-    unet, e_opt = fmt.split_tensors({"diffusion_model.a.diff": torch.zeros(1), "imagic.e_opt.0.cross_attn": torch.zeros(1)})
+    unet, e_opt = fmt.split_tensors({"diffusion_model.a.diff": torch.zeros(1),
+                                     "imagic.e_opt.0.cross_attn": torch.zeros(1)})
     assert list(unet) == ["diffusion_model.a.diff"] and list(e_opt) == ["imagic.e_opt.0.cross_attn"]
     with pytest.raises(fmt.FormatError, match="unexpected"):
         fmt.split_tensors({"lora_te_text_model.x": torch.zeros(1)})

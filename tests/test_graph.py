@@ -6,6 +6,8 @@ works, not just runs.
 """
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -86,7 +88,7 @@ def test_c_output_moves_toward_the_eta_1_result_as_eta_grows(comfy, edit, image)
         samples[eta] = comfy.output("8")["samples"]
     assert torch.equal(samples[0.0], edit["eta0"])  # the fine-tune came from the cache: same run
     dist = [mse(samples[eta], samples[1.0]) for eta in (0.0, 0.25, 0.5, 0.75, 1.0)]
-    assert all(a > b for a, b in zip(dist, dist[1:])), dist
+    assert all(a > b for a, b in itertools.pairwise(dist)), dist
 
 
 def test_d_upstream_model_weights_are_bit_identical_after_the_graph(edit):
@@ -117,7 +119,8 @@ def test_finetuned_model_output_is_the_lora_model_applied_by_comfyuis_loader(com
 
 def test_full_method_gives_an_exact_diff_that_comfyui_loads(comfy, image):
     graph = imagic_graph(image, eta=0.0, method="full", tune_lr=1e-3, tune_steps=30)
-    graph["20"] = {"class_type": "LoraModelLoader", "inputs": {"model": ["1", 0], "lora": ["6", 1], "strength_model": 1.0}}
+    graph["20"] = {"class_type": "LoraModelLoader",
+                   "inputs": {"model": ["1", 0], "lora": ["6", 1], "strength_model": 1.0}}
     comfy.run(graph)
     direct = comfy.output("8")["samples"]
     lora = comfy.output("6", 1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pack import sub
 
 wa = sub("cli.workflow_api")
