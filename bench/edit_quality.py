@@ -65,9 +65,9 @@ class Row:
 
 
 def imagic(name: str, **params) -> Row:
-    """An Imagic row; the base is the shapes model's edit recipe (tests/test_shapes_model.py). low_memory off:
-    on this CPU its bf16 autocast + checkpointing made this small model's steps ~3.5x slower (A 0.33 vs 0.09
-    s/step, B lora 0.62 vs 0.15), the opposite of what it does for SD1.5 (bench/RESULTS.md)."""
+    """An Imagic row (the shapes model's shipped edit recipe is imagic_full: tests/test_shapes_model.py).
+    low_memory off: on this CPU its bf16 autocast + checkpointing made this small model's steps ~3.5x slower
+    (A 0.33 vs 0.09 s/step, B lora 0.62 vs 0.15), the opposite of what it does for SD1.5 (bench/RESULTS.md)."""
     base = {"embed_steps": 100, "embed_lr": 5e-3, "tune_steps": 150, "tune_lr": 1e-3, "method": "lora", "rank": 8,
             "low_memory": False}
     return Row(name, "imagic", {**base, **params})
@@ -77,7 +77,7 @@ ROWS = {
     "imagic_lora": imagic("Imagic lora (A 100, B 150 @1e-3)"),
     "imagic_lora_long": imagic("Imagic lora (A 100, B 300 @1e-3)", tune_steps=300),
     "imagic_lora_short": imagic("Imagic lora (A 50, B 75 @1e-3)", embed_steps=50, tune_steps=75),
-    "imagic_full": imagic("Imagic full (A 100, B 150 @1e-4)", method="full", tune_lr=1e-4),
+    "imagic_full": imagic("Imagic full (A 100, B 300 @1e-4)", method="full", tune_lr=1e-4, tune_steps=300),
     "imagic_full_strong": imagic("Imagic full (A 100, B 150 @3e-4)", method="full", tune_lr=3e-4),
     "imagic_full_weak": imagic("Imagic full (A 100, B 150 @3e-5)", method="full", tune_lr=3e-5),
     "community": imagic("community recipe (A 500 @1e-3, B full 1000 @2e-6, eta 1.2)", embed_steps=500,
@@ -86,7 +86,7 @@ ROWS = {
     "t2i": Row("text-to-image", "t2i"),
     "roundtrip": Row("VAE round trip of the input (no edit: the ceiling of 'kept')", "roundtrip"),
 }
-DEFAULT_ROWS = ["imagic_lora", "imagic_full", "community", "sdedit", "t2i"]
+DEFAULT_ROWS = ["imagic_full", "imagic_lora", "community", "sdedit", "t2i", "roundtrip"]
 QUICK = {"embed_steps": 20, "tune_steps": 20}
 
 
