@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -126,40 +125,35 @@ def test_schema_has_tooltips_and_a_help_page(comfy):
 # ---------------------------------------------------------------------------------------------------------------
 # On the shapes model: an edit whose truth is known.
 
-SHAPES_TUNE = {"method": "lora", "embed_steps": 100, "embed_lr": 5e-3, "tune_steps": 150, "tune_lr": 1e-3,
-               "sample_steps": 20, "cfg": 5.0}
 SHAPES_EDIT = (("red", "circle", "left"), "colour", ("blue", "circle", "left"))  # held out of training
 
 
-def shapes_graph(image: str, text: str, eta: float = 0.0) -> dict:
-    """The Imagic graph on the shipped shapes model, sampled as its text-to-image is (empty negative, empty
-    latent), with Imagic Auto Eta (node 20) from eta 0 to 1."""
-    graph = imagic_graph(image, text=text, eta=eta, **SHAPES_TUNE)
-    graph["1"] = {"class_type": "ImagicShapesCheckpoint", "inputs": {}}
-    for node in ("5", "6"):  # fp32: on a CPU, bf16 autocast + checkpointing made this small model ~3.5x slower
-        graph[node]["inputs"]["low_memory"] = False
-    graph["12"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}}
-    graph["13"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}}
-    graph["8"]["inputs"].update(negative=["12", 0], latent_image=["13", 0])
+def shapes_auto_eta_graph(image: str, text: str) -> dict:
+    """The shapes model's Imagic edit graph (tests/test_shapes_model.py: its recipe, eta 0 on the stock branch)
+    with Imagic Auto Eta (node 20) trying eta 0, 0.25, ..., 1 from the same fine-tune."""
+    from test_shapes_model import TUNE, shapes_imagic_graph
+
+    graph = shapes_imagic_graph(image, text, eta=0.0)
     graph["20"] = {"class_type": "ImagicAutoEta", "inputs": {
         "model": ["1", 0], "finetuned_model": ["6", 0], "optimized": ["5", 0], "target": ["2", 0],
         "negative": ["12", 0], "latent": ["4", 0], "vae": ["1", 2], "eta_min": 0.0, "eta_max": 1.0, "count": 5,
-        "rule": sub("core.auto_eta").DEFAULT_RULE, "seed": 0, "steps": SHAPES_TUNE["sample_steps"],
-        "cfg": SHAPES_TUNE["cfg"], "sampler_name": "euler", "scheduler": "normal"}}
+        "rule": sub("core.auto_eta").DEFAULT_RULE, "seed": 0, "steps": TUNE["sample_steps"], "cfg": TUNE["cfg"],
+        "sampler_name": "euler", "scheduler": "normal"}}
     graph["21"] = {"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}}
     return graph
 
 
 def test_on_the_shapes_model_auto_eta_reaches_the_target_where_eta_0_does_not(comfy):
+    from test_shapes_model import save_input
+
     checkpoint = sub("nodes.shapes_checkpoint").CHECKPOINT
     if not checkpoint.is_file():
-        pytest.skip(f"the shapes model {checkpoint} is not there yet")
+        pytest.skip(f"the shapes model {checkpoint} is not there")
     world = sub("core.shapes_world")
     source, attribute, target = SHAPES_EDIT
-    pixels = world.render(world.scene_for_seed(*source, 100))
-    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(comfy.base / "input" / "shapes_auto_eta.png")
-    comfy.run(shapes_graph("shapes_auto_eta.png", world.caption(*target)))
-    eta0 = world.read(comfy.output("9")[0].float().numpy())  # the fixed-eta branch at eta 0
+    image = save_input(comfy, source, 100, "shapes_auto_eta.png")
+    comfy.run(shapes_auto_eta_graph(image, world.caption(*target)))
+    eta0 = world.read(comfy.output("9")[0].float().numpy())  # the stock branch at eta 0
     chosen = world.read(comfy.output("20")[0].float().numpy())
     report = json.loads(comfy.output("20", 4))
     k = ("colour", "shape", "position").index(attribute)
