@@ -3,7 +3,7 @@
     python cli/edit.py --image dog.png --text "a photo of a sitting dog" --eta 0.6 0.7 0.8 --out edits/
     python cli/edit.py --image dog.png --text "a photo of a sitting dog" --eta auto   # picked by Imagic Auto Eta
     python cli/edit.py --batch input_list.json --image-dir images/ --out edits/     # TEdBench format
-    python cli/edit.py --demo                                                        # tiny model, seconds on a CPU
+    python cli/edit.py --demo                                         # the built-in shapes model, 1-2 min on a CPU
 
 ComfyUI is found like the tests find it (--comfyui, $COMFYUI_PATH, the custom_nodes layout, ~/comfy/ComfyUI).
 The training runs once per photo and text; every further eta only samples (ComfyUI's cache). Bad input (a
@@ -39,14 +39,22 @@ from .edit_prompt import (
     without,
 )
 from .headless import Headless, RunError
-from .tiny_prompt import DEMO_TEXT, use_tiny_model, write_demo_image
+from .shapes_demo import (
+    DEMO_ETAS,
+    DEMO_TEXT,
+    SETTINGS,
+    edit_of,
+    use_shapes_model,
+    write_demo_scene,
+    write_side_by_side,
+)
 from .workflow_api import WorkflowError, object_info_in_process, set_mode, to_api
 
 PROG = "imagic-edit"
 DEFAULT_WORKFLOW = comfy_host.PACK_DIR / "workflows" / "imagic_edit.json"
-DEMO = {"size": 64, "embed_steps": 16, "tune_steps": 16, "sample_steps": 4}
-# The tiny model's tensors are too small to share among threads: on a 2-core machine --demo took 34-70 s with
-# one torch thread and 299-401 s with two (README, "Run it: headless edit").
+DEMO = SETTINGS  # the shapes model's measured recipe (cli/shapes_demo.py)
+# Small models' tensors are too small to share among threads: on a 2-core machine the tiny model's demo took
+# 34-70 s with one torch thread and 299-401 s with two (README, "Run it: headless edit").
 DEMO_THREADS = 1
 SAVER = "ImagicSaveFinetune"
 AUTO = "auto"
@@ -73,7 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='a JSON list of {"img_name": ..., "target_text": ...} (TEdBench format)')
     what.add_argument("--image-dir", type=Path, help="where the batch file's images are (default: next to it)")
     what.add_argument("--demo", action="store_true",
-                      help="the tiny built-in model, a small picture, few steps: seconds on a CPU, no checkpoint")
+                      help="the built-in shapes model (no checkpoint, no download) on a picture it never saw: writes "
+                           "the input, the edits and input | eta ... side by side; a minute or two on a CPU")
     how = p.add_argument_group("settings")
     how.add_argument("--ckpt", help="checkpoint name in ComfyUI's models/checkpoints, or a file path "
                                     "(default: the workflow's v1-5-pruned-emaonly.safetensors)")
@@ -180,7 +189,7 @@ def build_prompt(session: Headless, args, workflow: dict) -> dict:
         workflow = set_mode(workflow, SAVER, 0)  # muted in the shipped workflow
     prompt = to_api(workflow, object_info_in_process())
     if args.demo:
-        prompt = use_tiny_model(prompt)
+        prompt = use_shapes_model(prompt)
     else:
         loaders = [n for n in prompt.values() if n["class_type"] == "CheckpointLoaderSimple"]
         default = loaders[0]["inputs"]["ckpt_name"] if loaders else ""
@@ -228,6 +237,16 @@ def run_job(session: Headless, prompt: dict, job: Job, number: int, etas: list[f
     return files
 
 
+def demo_pictures(job: Job, etas: list[float], files: list[Path], out: Path) -> list[Path]:
+    """The demo's input and input | eta ... side by side, next to the edits."""
+    picture = out / f"{job.stem}_input.png"
+    shutil.copyfile(job.image, picture)
+    edits = [(eta, edit_of(files, job.stem, eta)) for eta in etas]
+    if any(path is None for _, path in edits):
+        return [picture]
+    return [picture, write_side_by_side(picture, edits, out / f"{job.stem}_side_by_side.png")]
+
+
 def set_threads(args) -> int:
     """torch's CPU thread count for this run: --threads, else DEMO_THREADS for --demo (unless OMP_NUM_THREADS
     says otherwise), else torch's default. Returns the count in use."""
@@ -246,15 +265,16 @@ def run(args) -> int:
     jobs = plan_jobs(args)
     workflow = load_workflow(args.workflow)
     if args.demo and args.ckpt:
-        raise InputError("--demo runs the tiny built-in model; leave out --ckpt")
+        raise InputError("--demo runs the built-in shapes model; leave out --ckpt")
     set_threads(args)
     with tempfile.TemporaryDirectory(prefix="imagic-edit-") as tmp:
         session = Headless(host, Path(tmp), cpu=args.cpu or not accelerator_available(), verbose=args.verbose)
         prompt = build_prompt(session, args, workflow)
         if not jobs:  # --demo without a photo
-            picture = write_demo_image(Path(tmp) / "demo.png", DEMO["size"])
+            picture = write_demo_scene(Path(tmp) / "demo.png")
             jobs = [Job(picture, check_text(args.text or DEMO_TEXT, "--text"), "demo")]
-        etas = args.eta or [prompt[one(prompt, "ImagicInterpolateConditioning")]["inputs"]["eta"]]
+        etas = args.eta or (DEMO_ETAS if args.demo else [prompt[one(prompt, "ImagicInterpolateConditioning")]
+                                                         ["inputs"]["eta"]])
         if AUTO in etas and len(etas) > 1:
             raise InputError("--eta auto picks the eta itself: give it alone, without numbers")
         out = args.out.expanduser().resolve()
@@ -265,7 +285,10 @@ def run(args) -> int:
         for number, job in enumerate(jobs, 1):
             shown = ", ".join(str(e) if e == AUTO else f"{e:g}" for e in etas)
             print(f"[{number}/{len(jobs)}] {job.image.name}: \"{job.text}\", eta {shown}", flush=True)
-            for path in run_job(session, prompt, job, number, etas, args, out):
+            files = run_job(session, prompt, job, number, etas, args, out)
+            if args.demo and AUTO not in etas:
+                files += demo_pictures(job, etas, files, out)
+            for path in files:
                 print(f"wrote {path}", flush=True)
                 total.append(path)
         print(f"{len(total)} file(s) in {out}")

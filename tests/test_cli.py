@@ -41,33 +41,39 @@ def inputs_of(prompt: dict, class_type: str) -> list[dict]:
     return [n["inputs"] for n in prompt.values() if n["class_type"] == class_type]
 
 
-def test_demo_runs_the_whole_edit_on_the_tiny_model(tmp_path):
+def test_demo_edits_a_held_out_picture_with_the_shapes_model(tmp_path):
     out = tmp_path / "out"
     result = run_edit("--demo", "--eta", "0.5", "0.9", "--save-finetune", "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     files = wrote(result)
     assert sorted(os.path.basename(f) for f in files) == [
         "demo_eta0.50_00001_.png", "demo_eta0.50_input_edit_00001_.png", "demo_eta0.90_00001_.png",
-        "demo_eta0.90_input_edit_00001_.png", "demo_finetune_00001_.safetensors"]
+        "demo_eta0.90_input_edit_00001_.png", "demo_finetune_00001_.safetensors", "demo_input.png",
+        "demo_side_by_side.png"]
     assert all(os.path.isfile(f) and os.path.dirname(f) == str(out) for f in files)
-    assert result.stdout.splitlines()[-1] == f"5 file(s) in {out}"
+    assert result.stdout.splitlines()[-1] == f"7 file(s) in {out}"
     assert "Imagic: optimize embedding" in result.stderr and "Imagic: finetune" in result.stderr  # progress bars
     prompt = embedded_prompt(out / "demo_eta0.90_00001_.png")
-    assert inputs_of(prompt, "ImagicTinyCheckpoint") and not inputs_of(prompt, "CheckpointLoaderSimple")
+    assert inputs_of(prompt, "ImagicShapesCheckpoint") == [{}] and not inputs_of(prompt, "CheckpointLoaderSimple")
     assert inputs_of(prompt, "ImagicInterpolateConditioning")[0]["eta"] == 0.9
-    with Image.open(out / "demo_eta0.50_00001_.png") as image:
-        assert image.size == (64, 64)
+    assert inputs_of(prompt, "CLIPTextEncode")[0]["text"] == "a blue circle on the left"
+    world = sub("core.shapes_world")
+    with Image.open(out / "demo_input.png") as image:
+        source = world.read(np.asarray(image.convert("RGB"), np.float32) / 255)
+    assert (source.colour, source.shape, source.position) == ("red", "circle", "left")  # held out of training
+    with Image.open(out / "demo_eta0.90_00001_.png") as image:
+        assert image.size == (128, 128)
         edit = np.asarray(image.convert("RGB"))
-    # the labelled before/after: the input photo and this edit, each under its label (eta written on it)
+    reading = world.read(edit.astype(np.float32) / 255)
+    assert (reading.colour, reading.position) == ("blue", "left"), reading  # the edit, where the input was
+    # input | eta 0.5 | eta 0.9, each under its label, the last tile this edit
     grid = sub("core.grid")
-    strip = round(grid.font_size(64) * 1.6)
-    with Image.open(out / "demo_eta0.50_input_edit_00001_.png") as image:
-        assert image.size == (2 * 64 + grid.GAP, strip + 64)
-        pair = np.asarray(image.convert("RGB"))
-        labels = inputs_of(json.loads(image.info["prompt"]), "ImagicLabelledGrid")[0]["labels"]
-    assert labels == "input\nedit, eta 0.5"
-    assert np.array_equal(pair[strip:, 64 + grid.GAP:], edit)
-    assert (pair[:strip] < 128).any(), "no label drawn"
+    strip = round(grid.font_size(128) * 1.6)
+    with Image.open(out / "demo_side_by_side.png") as image:
+        assert image.size == (3 * 128 + 2 * grid.GAP, strip + 128)
+        row = np.asarray(image.convert("RGB"))
+    assert np.array_equal(row[strip:, 2 * (128 + grid.GAP):], edit)
+    assert (row[:strip] < 128).any(), "no label drawn"
 
 
 def test_batch_mode_takes_a_tedbench_list(tmp_path):

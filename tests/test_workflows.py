@@ -51,6 +51,9 @@ def test_notes_say_which_checkpoint_the_workflow_expects(name):
     workflow = load(name)
     text = notes_text(workflow)
     checkpoints = named_files(workflow)["checkpoints"]
+    if name == "imagic_demo_shapes":  # the built-in model: nothing to download, and the notes say so
+        assert not checkpoints and nodes(workflow, "ImagicShapesCheckpoint") and "no download" in text
+        return
     assert checkpoints and all(ckpt in text for ckpt in checkpoints), (checkpoints, text[:200])
     for loader in nodes(workflow, "CheckpointLoaderSimple"):  # the frontend's missing-model dialog offers these
         (model,) = loader["properties"]["models"]
@@ -149,6 +152,18 @@ def test_runs_on_the_tiny_model(workflow_server, object_info, name):
         return
     (image,) = saved_images(workflow_server, result)
     assert image.size == (3 * 64 + 2 * STITCH_GAP, 64)
+
+
+@host
+def test_demo_runs_as_shipped_with_no_download(workflow_server, object_info):
+    """The shapes demo needs no file: its model and input picture are built in. Shorter training only."""
+    prompt = sub("cli.tiny_prompt").shrink(api_prompt(load("imagic_demo_shapes"), object_info), size=128,
+                                           train_steps=3, sample_steps=2)
+    result = workflow_server.run_prompt(prompt)
+    assert_success(result)
+    strip = round(GRID.font_size(128) * 1.6)
+    assert sorted(i.size for i in saved_images(workflow_server, result)) == [(128, 128), (3 * 128 + 2 * GRID.GAP,
+                                                                                          strip + 128)]
 
 
 @host

@@ -14,7 +14,8 @@ from graphs import write_input_image
 from pack import ROOT, sub
 
 WORKFLOWS = ROOT / "workflows"
-NAMES = ("imagic_edit", "imagic_reuse_finetune", "imagic_eta_grid", "baseline_sdedit", "baseline_instructpix2pix")
+NAMES = ("imagic_demo_shapes", "imagic_edit", "imagic_reuse_finetune", "imagic_eta_grid",
+         "baseline_sdedit", "baseline_instructpix2pix")
 MODEL_WIDGETS = {"CheckpointLoaderSimple": "checkpoints", "ImagicLoadFinetune": "loras"}
 TEST_IMAGE = "imagic_test_photo.png"
 

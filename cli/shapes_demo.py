@@ -1,0 +1,67 @@
+"""``--demo``: the Imagic edit workflow on the built-in shapes model, one held-out picture, its measured recipe.
+
+The demo runs the same workflow as a real edit (workflows/imagic_edit.json) with the checkpoint loader
+replaced by Imagic Shapes Checkpoint -- the small model trained on the shapes world (core/shapes_world.py),
+whose outputs are real pictures -- and the settings measured on that model. The input is a render of a
+caption held out of the model's training; the target text changes one word of it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SHAPES = "ImagicShapesCheckpoint"
+LOADERS = ("CheckpointLoaderSimple",)  # outputs MODEL, CLIP, VAE: the shapes node's outputs, slot for slot
+SOURCE = ("red", "circle", "left")  # held out of training (core.shapes_world.HELD_OUT)
+SCENE_SEED = 100  # its background shade, size and jitter
+DEMO_TEXT = "a blue circle on the left"
+DEMO_ETAS = [0.8, 0.9, 1.0]
+# Measured on this model (tests/test_shapes_model.py): 128 px, A 100 steps at 5e-3, B 300 full steps at 1e-4,
+# sampled as the model's text-to-image: 20 euler steps, cfg 5.
+SETTINGS = {"size": 128, "embed_steps": 100, "tune_steps": 300, "sample_steps": 20}
+# low_memory off: for a model this small it only costs time (bench/edit_quality.py measured 3.5x faster steps)
+TRAINING = {"ImagicOptimizeEmbedding": {"learning_rate": 5e-3, "low_memory": False},
+            "ImagicFinetuneUNet": {"learning_rate": 1e-4, "method": "full", "low_memory": False}}
+SAMPLER = {"cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
+
+
+def use_shapes_model(prompt: dict) -> dict:
+    """A copy of ``prompt`` on the shapes model: its loader, learning rates and sampler settings."""
+    out = {}
+    for node_id, node in prompt.items():
+        inputs = dict(node["inputs"])
+        if node["class_type"] in LOADERS:
+            node = {"class_type": SHAPES, "_meta": {"title": "Imagic Shapes Checkpoint (demo)"}}
+            inputs = {}
+        elif node["class_type"] in TRAINING:
+            inputs.update(TRAINING[node["class_type"]])
+        elif node["class_type"] == "KSampler":
+            inputs.update(SAMPLER)
+        out[node_id] = {**node, "inputs": inputs}
+    return out
+
+
+def write_demo_scene(path: Path) -> Path:
+    """The demo's input: a shapes-world render of a held-out caption."""
+    from ..core import shapes_world as world
+
+    pixels = world.render(world.scene_for_seed(*SOURCE, SCENE_SEED))
+    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(path)
+    return path
+
+
+def edit_of(files: list[Path], stem: str, eta: float) -> Path | None:
+    """The edit itself among the files a run wrote for ``eta`` (not the input | edit picture)."""
+    return next((f for f in files if f.name.startswith(f"{stem}_eta{eta:.2f}_0")), None)
+
+
+def write_side_by_side(input_picture: Path, edits: list[tuple[float, Path]], path: Path) -> Path:
+    """input | eta ... as one labelled picture."""
+    from ..core.grid import labelled_row
+
+    with Image.open(input_picture) as first:
+        images = [first.convert("RGB")] + [Image.open(p).convert("RGB") for _, p in edits]
+    labelled_row(images, ["input"] + [f"eta {eta:g}" for eta, _ in edits]).save(path)
+    return path
