@@ -430,29 +430,32 @@ def main(argv=None) -> int:
     log = open(args.out / "outputs.jsonl", "w")  # one line per output as it comes: a cut-short run still counts
     edits = plan(args.inputs, world)
     print(f"{len(edits)} edits x {len(args.seeds)} seeds; rows: {', '.join(args.rows)}", flush=True)
-    for edit in edits:
-        scene = world.scene_for_seed(*edit.source, edit.scene_seed)
-        pixels = world.render(scene)
-        name = f"input_{edit.index:02d}.png"
-        Image.fromarray((pixels * 255).round().astype(np.uint8)).save(input_dir / name)
-        source_reading = world.read(pixels)
-        text = world.caption(*edit.target)
-        for seed in args.seeds:
-            for row_key in args.rows:
-                for label, image, seconds, extra in outputs_of(ROWS[row_key], runner, args, name, text, seed, pack):
-                    picture = image[0].float().cpu().numpy()
-                    verdict = judge(world.read(picture), source_reading, edit)
-                    records.append({"row": label, "row_key": row_key, "edit": edit.key, "attribute": edit.attribute,
-                                    "source": edit.source, "target_combo": edit.target, "seed": seed,
-                                    "seconds": seconds, **verdict, **extra})
-                    log.write(json.dumps(records[-1]) + "\n")
-                    log.flush()
-                    if seed == args.seeds[0]:
-                        pictures[(edit.key, label)] = picture
-            done = sum(1 for r in records if r["seed"] == seed and r["edit"] == edit.key)
-            print(f"{edit.key} seed {seed}: {done} outputs, {len(records)} in all", flush=True)
-        pictures[(edit.key, "input")] = pixels
-        pictures[(edit.key, "input_label")] = f"input -> {edit.target[ATTRIBUTES.index(edit.attribute)]}"
+    try:  # Ctrl+C ends the run early; the table and grid still cover what was done
+        for edit in edits:
+            scene = world.scene_for_seed(*edit.source, edit.scene_seed)
+            pixels = world.render(scene)
+            name = f"input_{edit.index:02d}.png"
+            Image.fromarray((pixels * 255).round().astype(np.uint8)).save(input_dir / name)
+            source_reading = world.read(pixels)
+            text = world.caption(*edit.target)
+            for seed in args.seeds:
+                for row_key in args.rows:
+                    for label, image, seconds, extra in outputs_of(ROWS[row_key], runner, args, name, text, seed, pack):
+                        picture = image[0].float().cpu().numpy()
+                        verdict = judge(world.read(picture), source_reading, edit)
+                        records.append({"row": label, "row_key": row_key, "edit": edit.key, "attribute": edit.attribute,
+                                        "source": edit.source, "target_combo": edit.target, "seed": seed,
+                                        "seconds": seconds, **verdict, **extra})
+                        log.write(json.dumps(records[-1]) + "\n")
+                        log.flush()
+                        if seed == args.seeds[0]:
+                            pictures[(edit.key, label)] = picture
+                done = sum(1 for r in records if r["seed"] == seed and r["edit"] == edit.key)
+                print(f"{edit.key} seed {seed}: {done} outputs, {len(records)} in all", flush=True)
+            pictures[(edit.key, "input")] = pixels
+            pictures[(edit.key, "input_label")] = f"input -> {edit.target[ATTRIBUTES.index(edit.attribute)]}"
+    except KeyboardInterrupt:
+        print(f"interrupted after {len(records)} outputs: the table covers those", flush=True)
     log.close()
     report(records, args.out)
     write_grid(pictures, records, grid, args.out / "grid.png")
