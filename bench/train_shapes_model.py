@@ -1,17 +1,26 @@
-"""Train the shapes model (nodes/shapes_checkpoint.py) on the shapes world (core/shapes_world.py); one seeded run.
+"""Train the shapes model (nodes/shapes_checkpoint.py) on the shapes world (core/shapes_world.py); seeded, CPU.
 
-    python bench/train_shapes_model.py                      # the shipped recipe -> assets/imagic_shapes.safetensors
-    python bench/train_shapes_model.py --out /tmp/x.safetensors --vae-steps 100 --unet-steps 200   # a pilot
+    python bench/train_shapes_model.py --out x.safetensors --unet-steps 900                     # (1)
+    python bench/train_shapes_model.py --out y.safetensors --init x.safetensors --unet-steps 550 --unet-lr 5e-4
+    python bench/train_shapes_model.py --out assets/imagic_shapes.safetensors --init y.safetensors \
+        --unet-steps 900 --unet-lr 3e-4                                                            # (3)
+    python bench/train_shapes_model.py --out assets/imagic_shapes.safetensors --measure-only --history "..."
 
-Three phases, all on the CPU:
-1. the VAE: a TAESD trained as an autoencoder on 64x64 crops of rendered scenes (latent-aligned), with a little
-   noise on the latent so the decoder tolerates the UNet's imprecision; then ``vae_scale``/``vae_shift`` are
-   set so the latents the model sees (VAE Encode -> process_latent_in) have zero mean and unit spread;
-2. the UNet: through ComfyUI's own model object (``private_model`` + ``ComfyDenoiser`` + the pack's
-   ``denoising_loss``, SD1's eps schedule), on the encoded latents of scenes of the training captions, 10 %
-   caption dropout (the empty text), offset noise, an EMA of the weights;
-3. the measurement: text-to-image on the held-out captions through the stock KSampler and VAE Decode node
-   functions, read by ``shapes_world.read``; stored with the recipe in the file's metadata.
+The shipped checkpoint was made by the three runs above (its metadata, ``imagic.history``, says so: the
+UNet was continued twice as time allowed), then measured again with the final reader (--measure-only).
+A pilot: ``--decoder-steps 5 --n-data 64 --unet-steps 5 --eval-per-caption 1 --ranks 2`` (about a minute).
+
+1. The VAE: a TAESD whose encoder is set by hand (``analytic_taesd``: the 8x8-pixel average of R, G, B) and
+   whose decoder is trained on 64x64 crops around the object, with a little noise on the latent so it
+   tolerates the UNet's imprecision; ``vae_scale``/``vae_shift`` put the latents the model sees (VAE Encode
+   -> process_latent_in) at zero mean and unit spread. It trains in its own process beside the UNet.
+2. The UNet: through ComfyUI's own model object (``private_model`` + ``ComfyDenoiser`` + the pack's
+   ``denoising_loss``, SD1's eps schedule), on the latents of scenes of the training captions, 10 % caption
+   dropout (the empty text), offset noise 0.1, an EMA of the weights; data parallel over ``--ranks``
+   processes, each in a session of its own (the CPU scheduler shares by session).
+3. The measurement: text-to-image on the held-out captions through the stock node functions
+   (bench/shapes_text_to_image.py), the VAE round trip and the reader on true renders, all read by
+   ``shapes_world.read``; stored with the recipe in the file's metadata.
 """
 from __future__ import annotations
 
