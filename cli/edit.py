@@ -270,7 +270,8 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="imagic-edit-") as tmp:
         session = Headless(host, Path(tmp), cpu=args.cpu or not accelerator_available(), verbose=args.verbose)
         prompt = build_prompt(session, args, workflow)
-        if not jobs:  # --demo without a photo
+        builtin = not jobs  # --demo without a photo: the built-in picture, shown next to its edits
+        if builtin:
             picture = write_demo_scene(Path(tmp) / "demo.png")
             jobs = [Job(picture, check_text(args.text or DEMO_TEXT, "--text"), "demo")]
         etas = args.eta or (DEMO_ETAS if args.demo else [prompt[one(prompt, "ImagicInterpolateConditioning")]
@@ -286,7 +287,7 @@ def run(args) -> int:
             shown = ", ".join(str(e) if e == AUTO else f"{e:g}" for e in etas)
             print(f"[{number}/{len(jobs)}] {job.image.name}: \"{job.text}\", eta {shown}", flush=True)
             files = run_job(session, prompt, job, number, etas, args, out)
-            if args.demo and AUTO not in etas:
+            if builtin and AUTO not in etas:
                 files += demo_pictures(job, etas, files, out)
             for path in files:
                 print(f"wrote {path}", flush=True)
