@@ -90,6 +90,22 @@ def workflow_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def frontend(workflow_server, tmp_path_factory):
+    """The real frontend in headless Chromium on ``workflow_server``, one page per test module (tests/browser.py)."""
+    from playwright.sync_api import sync_playwright
+
+    from browser import Frontend
+
+    with sync_playwright() as playwright:
+        page = Frontend(playwright, workflow_server, tmp_path_factory.mktemp("chromium-profile"))
+        try:
+            page.open()
+            yield page
+        finally:
+            page.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under CI=true a skipped test fails: every skip here means something is missing (the host, Chromium,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from browser import Frontend, missing_reason, publish
+from browser import missing_reason, publish
 from conftest import HOST, NO_HOST
 from pack import ROOT
 from workflow_env import NAMES, TEST_IMAGE, load
@@ -74,19 +74,6 @@ SAVED_WIDGETS_JS = """async (ids) => {
     widgets_values: saved.find(n => n.id === id).widgets_values,
     api_inputs: Object.keys(prompt[String(id)].inputs)}]));
 }"""
-
-
-@pytest.fixture(scope="module")
-def frontend(workflow_server, tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        page = Frontend(playwright, workflow_server, tmp_path_factory.mktemp("chromium-profile"))
-        try:
-            page.open()
-            yield page
-        finally:
-            page.close()
 
 
 @pytest.mark.parametrize("name", NAMES)

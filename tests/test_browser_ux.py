@@ -10,7 +10,7 @@ import time
 import pytest
 from PIL import Image
 
-from browser import Frontend, missing_reason, publish
+from browser import missing_reason, publish
 from conftest import HOST, NO_HOST
 from pack import ROOT, sub
 from test_browser import DOCS_SCREENSHOTS, TINY_RUN_JS, wait_idle
@@ -28,19 +28,6 @@ CARDS_JS = """() => [...document.querySelectorAll('[data-testid^="template-workf
   .map(card => ({name: card.dataset.testid.slice("template-workflow-".length),
                  description: card.querySelector(".imagic-template-description")?.textContent ?? null}))"""
 DIALOGS_JS = """() => [...document.querySelectorAll('.p-dialog')].filter(e => e.offsetParent !== null).length"""
-
-
-@pytest.fixture(scope="module")
-def frontend(workflow_server, tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        page = Frontend(playwright, workflow_server, tmp_path_factory.mktemp("chromium-profile"))
-        try:
-            page.open()
-            yield page
-        finally:
-            page.close()
 
 
 def expected_order(served: list[str]) -> list[str]:
