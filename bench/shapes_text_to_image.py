@@ -1,6 +1,6 @@
 """Text-to-image of the shapes model on the held-out captions, read back from pixels; prints the accuracy.
 
-    python bench/shapes_text_to_image.py                 # 8 held-out captions x 5 seeds, cfg 5, 20 euler steps
+    python bench/shapes_text_to_image.py     # 8 held-out captions x 5 seeds, sampled as the model is (SAMPLING)
 
 Runs the stock node functions (CLIP Text Encode, Empty Latent Image, KSampler, VAE Decode) in this process on
 the shipped checkpoint (or --ckpt), and reads colour, shape and position of every picture with
@@ -33,7 +33,7 @@ def boot():
     return lambda sub: importlib.import_module(f"{name}.{sub}")
 
 
-def text_to_image(model, clip, vae, text: str, seed: int, steps: int = 20, cfg: float = 5.0) -> np.ndarray:
+def text_to_image(model, clip, vae, text: str, seed: int, steps: int, cfg: float) -> np.ndarray:
     """One 128x128 picture for ``text`` through the stock nodes, (H, W, 3) in [0, 1]."""
     import torch
 
@@ -51,7 +51,7 @@ def _text_to_image(nodes, model, clip, vae, text, seed, steps, cfg):
     return nodes.VAEDecode().decode(vae, out)[0][0].cpu().numpy()
 
 
-def measure_t2i(world, model, clip, vae, per_caption: int, cfg: float, steps: int = 20) -> dict:
+def measure_t2i(world, model, clip, vae, per_caption: int, cfg: float, steps: int) -> dict:
     """Fraction of held-out pictures whose colour / shape / position the reader finds as captioned."""
     hits = {"colour": 0, "shape": 0, "position": 0}
     n = 0
@@ -68,8 +68,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, help="a shapes checkpoint (default: the shipped one)")
     p.add_argument("--per-caption", type=int, default=5, help="seeds per held-out caption")
-    p.add_argument("--cfg", type=float, default=5.0)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, help="default: the model's (nodes/shapes_checkpoint.py: SAMPLING)")
+    p.add_argument("--steps", type=int, help="default: the model's")
     args = p.parse_args(argv)
     import torch
 
@@ -77,7 +77,8 @@ def main(argv=None):
     pack = boot()
     sc = pack("nodes.shapes_checkpoint")
     model, clip, vae = sc.load_shapes_checkpoint(args.ckpt or sc.CHECKPOINT)
-    result = measure_t2i(pack("core.shapes_world"), model, clip, vae, args.per_caption, args.cfg, args.steps)
+    cfg, steps = args.cfg or sc.SAMPLING["cfg"], args.steps or sc.SAMPLING["steps"]
+    result = measure_t2i(pack("core.shapes_world"), model, clip, vae, args.per_caption, cfg, steps)
     print(json.dumps(result))
 
 

@@ -1,14 +1,12 @@
 """Train the shapes model (nodes/shapes_checkpoint.py) on the shapes world (core/shapes_world.py); seeded, CPU.
 
-    python bench/train_shapes_model.py --out x.safetensors --unet-steps 900                     # (1)
-    python bench/train_shapes_model.py --out y.safetensors --init x.safetensors --unet-steps 550 --unet-lr 5e-4
-    python bench/train_shapes_model.py --out assets/imagic_shapes.safetensors --init y.safetensors \
-        --unet-steps 900 --unet-lr 3e-4                                                            # (3)
-    python bench/train_shapes_model.py --out assets/imagic_shapes.safetensors --measure-only --history "..."
+    python bench/train_shapes_model.py --out assets/imagic_shapes.safetensors    # the shipped checkpoint
+    python bench/train_shapes_model.py --out x.safetensors --measure-only        # measure a checkpoint again
 
-The shipped checkpoint was made by the three runs above (its metadata, ``imagic.history``, says so: the
-UNet was continued twice as time allowed), then measured again with the final reader (--measure-only).
-A pilot: ``--decoder-steps 5 --n-data 64 --unet-steps 5 --eval-per-caption 1 --ranks 2`` (about a minute).
+The shipped checkpoint is one run of the first command with the defaults (seed 0): about 45 minutes on a
+shared 2-core CPU. A pilot: ``--decoder-steps 5 --n-data 64 --unet-steps 5 --eval-per-caption 1 --ranks 2``
+(about a minute). ``--init`` continues the UNet of an earlier checkpoint (for experiments; the recipe in the
+metadata records it).
 
 1. The VAE: a TAESD whose encoder is set by hand (``analytic_taesd``: the 8x8-pixel average of R, G, B) and
    whose decoder is trained on 64x64 crops around the object, with a little noise on the latent so it
@@ -26,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import socket
@@ -85,26 +84,12 @@ def average_gradients(params: list, ranks: int) -> None:
 
 
 def analytic_taesd(sc):
-    """A TAESD whose encoder is set by hand, not trained: three stride-2 2x2 averages, every block a no-op
-    (its last convolution zero, so ReLU(x) = x for the non-negative pixels) -- the latent is the 8x8-pixel
-    average of R, G, B (and a zero 4th channel). Colour, place and size are in the latent by construction;
-    only the decoder learns (to draw sharp shapes from those averages). Its decoder starts as nearest
-    upsampling of the same channels, every block a no-op with trainable inner convolutions."""
-    taesd = sc.build_taesd(0)
-    enc, dec = taesd.taesd_encoder, taesd.taesd_decoder
+    """A TAESD with the hand-set encoder (``set_analytic_encoder``: the latent is the 8x8-pixel average of
+    R, G, B and a zero 4th channel) whose decoder starts as nearest upsampling of the same channels, every
+    block a no-op with trainable inner convolutions."""
+    taesd = sc.set_analytic_encoder(sc.build_taesd(0))
+    dec = taesd.taesd_decoder
     with torch.no_grad():
-        for block in [m for m in enc.modules() if type(m).__name__ == "Block"]:
-            block.conv[4].weight.zero_()
-            block.conv[4].bias.zero_()
-        for i in (0, 14):  # conv(3, 64) and conv(64, 4): channels 0-2 through
-            enc[i].weight.zero_()
-            enc[i].bias.zero_()
-            for c in range(3):
-                enc[i].weight[c, c, 1, 1] = 1.0
-        for i in (2, 6, 10):  # stride-2 convolutions: the 2x2 average of each channel
-            enc[i].weight.zero_()
-            for c in range(64):
-                enc[i].weight[c, c, 1:, 1:] = 0.25
         for block in [m for m in dec.modules() if type(m).__name__ == "Block"]:
             block.conv[4].weight.zero_()
             block.conv[4].bias.zero_()
@@ -137,8 +122,7 @@ def train_decoder(world, taesd, args):
         z = encode(full)
         xs, zs = [], []
         for i, sc_ in enumerate(scenes):
-            fx, fy = world._CENTRES[sc_.position]
-            cx, cy = (fx + sc_.dx) * world.SIZE, (fy + sc_.dy) * world.SIZE
+            cx, cy = (c * world.SIZE for c in world.centre(sc_))
             jx, jy = rng.integers(-2, 3, size=2)
             ox = int(np.clip(round((cx - crop / 2) / 8) + jx, 0, (world.SIZE - crop) // 8))
             oy = int(np.clip(round((cy - crop / 2) / 8) + jy, 0, (world.SIZE - crop) // 8))
@@ -196,7 +180,7 @@ def train_unet(sc, pack, clip, latents: torch.Tensor, captions: list[int], texts
         noise = noise + args.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
         sigma = den.sample_sigmas(len(idx), gen)
         for g in opt.param_groups:
-            g["lr"] = args.unet_lr * min(1.0, (step + 1) / 100)
+            g["lr"] = unet_lr(args, step)
         loss = diffusion.denoising_loss(den, x0, {"cross_attn": contexts[ids]}, noise, sigma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -217,6 +201,14 @@ def train_unet(sc, pack, clip, latents: torch.Tensor, captions: list[int], texts
     return patcher
 
 
+def unet_lr(args, step: int) -> float:
+    """Warm-up over 100 steps, then constant or a cosine down to a tenth (``--lr-schedule``)."""
+    warm = min(1.0, (step + 1) / 100)
+    if args.lr_schedule == "constant":
+        return args.unet_lr * warm
+    return args.unet_lr * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * step / max(args.unet_steps - 1, 1))))
+
+
 def _attributes(r) -> tuple:
     return r.colour, r.shape, r.position
 
@@ -230,14 +222,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-latent-noise", type=float, default=0.02)
     p.add_argument("--n-data", type=int, default=3200, help="encoded scenes the UNet trains on")
-    p.add_argument("--unet-steps", type=int, default=900)
+    p.add_argument("--unet-steps", type=int, default=5000)
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--offset-noise", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--eval-per-caption", type=int, default=5)
-    p.add_argument("--eval-cfg", type=float, default=5.0)
+    p.add_argument("--eval-cfg", type=float, help="default: the model's (nodes/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--init", type=Path, help="continue from this checkpoint: its UNet goes on training, its VAE "
                                              "is kept (no decoder phase)")
     p.add_argument("--history", help="with --measure-only: a note on how the checkpoint was made, kept in it")
@@ -309,8 +302,9 @@ def vae_round_trip(world, vae, seed: int) -> dict:
     return {"mse": round(float(((back - test) ** 2).mean()), 5), "attributes_kept": float(np.mean(kept))}
 
 
-def measurements(world, model, clip, vae, args) -> dict:
-    t2i = measure_t2i(world, model, clip, vae, args.eval_per_caption, args.eval_cfg)
+def measurements(world, sc, model, clip, vae, args) -> dict:
+    t2i = measure_t2i(world, model, clip, vae, args.eval_per_caption, args.eval_cfg or sc.SAMPLING["cfg"],
+                      sc.SAMPLING["steps"])
     log(f"held-out text-to-image: {t2i}")
     return {"imagic.reader_accuracy_true_renders": json.dumps(world.reader_accuracy()),
             "imagic.vae_round_trip": json.dumps(vae_round_trip(world, vae, args.seed)),
@@ -327,7 +321,11 @@ def remeasure(args, world, sc) -> None:
 
     state, metadata = comfy.utils.load_torch_file(str(args.out), safe_load=True, return_metadata=True)
     model, clip, vae = sc.load_shapes_checkpoint(args.out)
-    metadata = {**static_metadata(world, sc), **(metadata or {}), **measurements(world, model, clip, vae, args)}
+    state = sc.compact(state, clip)  # a file written before compaction existed is stored compacted
+    metadata = {**static_metadata(world, sc), **(metadata or {}), **measurements(world, sc, model, clip, vae, args)}
+    recipe = json.loads(metadata.get("imagic.recipe", "{}"))  # the measurement's own settings are these now
+    metadata["imagic.recipe"] = json.dumps({**recipe, "eval_cfg": args.eval_cfg or sc.SAMPLING["cfg"],
+                                            "eval_per_caption": args.eval_per_caption})
     if args.history:
         metadata["imagic.history"] = args.history
     comfy.utils.save_torch_file(state, str(args.out), metadata=metadata)
@@ -388,7 +386,7 @@ def main(argv=None):
     comfy.utils.save_torch_file(state, str(args.out))  # measured as shipped (fp16), then rewritten with metadata
     model, clip, vae = sc.load_shapes_checkpoint(args.out)
     log("phase 3: text-to-image on held-out captions")
-    measured = measurements(world, model, clip, vae, args)
+    measured = measurements(world, sc, model, clip, vae, args)
     minutes = (time.time() - started) / 60
     recipe = {k: v for k, v in vars(args).items() if k not in ("out", "work", "role", "rank", "port")}
     metadata = {

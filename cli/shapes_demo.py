@@ -19,16 +19,18 @@ SCENE_SEED = 100  # its background shade, size and jitter
 DEMO_TEXT = "a blue circle on the left"
 DEMO_ETAS = [0.8, 0.9, 1.0]
 # Measured on this model (tests/test_shapes_model.py): 128 px, A 100 steps at 5e-3, B 300 full steps at 1e-4,
-# sampled as the model's text-to-image: 20 euler steps, cfg 5.
+# sampled as the model's text-to-image (nodes/shapes_checkpoint.py: SAMPLING).
 SETTINGS = {"size": 128, "embed_steps": 100, "tune_steps": 300, "sample_steps": 20}
 # low_memory off: for a model this small it only costs time (bench/edit_quality.py measured 3.5x faster steps)
 TRAINING = {"ImagicOptimizeEmbedding": {"learning_rate": 5e-3, "low_memory": False},
             "ImagicFinetuneUNet": {"learning_rate": 1e-4, "method": "full", "low_memory": False}}
-SAMPLER = {"cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
 
 
 def use_shapes_model(prompt: dict) -> dict:
     """A copy of ``prompt`` on the shapes model: its loader, learning rates and sampler settings."""
+    from ..nodes.shapes_checkpoint import SAMPLING
+
+    sampler = {k: v for k, v in SAMPLING.items() if k != "steps"}  # steps: the run's own (SETTINGS)
     out = {}
     for node_id, node in prompt.items():
         inputs = dict(node["inputs"])
@@ -38,7 +40,7 @@ def use_shapes_model(prompt: dict) -> dict:
         elif node["class_type"] in TRAINING:
             inputs.update(TRAINING[node["class_type"]])
         elif node["class_type"] == "KSampler":
-            inputs.update(SAMPLER)
+            inputs.update(sampler)
         out[node_id] = {**node, "inputs": inputs}
     return out
 

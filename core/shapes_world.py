@@ -90,13 +90,18 @@ def random_scenes(n: int, seed: int, combos=TRAIN_COMBOS) -> list[Scene]:
     return [sample_scene(*combos[i], rng) for i in picks]
 
 
+def centre(scene: Scene) -> tuple[float, float]:
+    """The object's centre (x, y) as a fraction of the side: its position's place plus the jitter."""
+    fx, fy = _CENTRES[scene.position]
+    return fx + scene.dx, fy + scene.dy
+
+
 def render(scene: Scene, size: int = SIZE) -> np.ndarray:
     """The scene as float32 RGB in [0, 1], shape (size, size, 3)."""
     big = size * _SUPERSAMPLE
     grey = int(round(scene.background * 255))
     img = Image.new("RGB", (big, big), (grey, grey, grey))
-    fx, fy = _CENTRES[scene.position]
-    cx, cy = (fx + scene.dx) * big, (fy + scene.dy) * big
+    cx, cy = (c * big for c in centre(scene))
     r = scene.size * big
     fill = tuple(int(round(c * 255)) for c in COLOURS[scene.colour])
     draw = ImageDraw.Draw(img)

@@ -131,13 +131,13 @@ SHAPES_EDIT = (("red", "circle", "left"), "colour", ("blue", "circle", "left")) 
 def shapes_auto_eta_graph(image: str, text: str) -> dict:
     """The shapes model's Imagic edit graph (tests/test_shapes_model.py: its recipe, eta 0 on the stock branch)
     with Imagic Auto Eta (node 20) trying eta 0, 0.25, ..., 1 from the same fine-tune."""
-    from test_shapes_model import TUNE, shapes_imagic_graph
+    from test_shapes_model import sampling, shapes_imagic_graph
 
     graph = shapes_imagic_graph(image, text, eta=0.0)
     graph["20"] = {"class_type": "ImagicAutoEta", "inputs": {
         "model": ["1", 0], "finetuned_model": ["6", 0], "optimized": ["5", 0], "target": ["2", 0],
         "negative": ["12", 0], "latent": ["4", 0], "vae": ["1", 2], "eta_min": 0.0, "eta_max": 1.0, "count": 5,
-        "rule": sub("core.auto_eta").DEFAULT_RULE, "seed": 0, "steps": TUNE["sample_steps"], "cfg": TUNE["cfg"],
+        "rule": sub("core.auto_eta").DEFAULT_RULE, "seed": 0, "steps": sampling()["steps"], "cfg": sampling()["cfg"],
         "sampler_name": "euler", "scheduler": "normal"}}
     graph["21"] = {"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}}
     return graph
