@@ -27,6 +27,7 @@ Columns (the reader of ``core.shapes_world`` on the decoded output):
 * target: the edited attribute reads as the target value (a blended colour is a failure);
 * others: the other two named attributes read as the input's;
 * unnamed: object size within ``SIZE_TOL`` and background within ``BACKGROUND_TOL`` of the input's reading;
+* target + others: the edit of the named attributes is right (the two above at once);
 * all: the three at once; s/edit: wall seconds per edit (training + one sampling), on this machine.
 
 Rates come with a 95 % Wilson interval, seconds with a 95 % normal interval of the mean. Every output's
@@ -36,6 +37,7 @@ readings go to ``--out``/outputs.jsonl, the table to stdout and ``--out``/table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -79,14 +81,20 @@ ROWS = {
     "imagic_lora_short": imagic("Imagic lora (A 50, B 75 @1e-3)", embed_steps=50, tune_steps=75),
     "imagic_full": imagic("Imagic full (A 100, B 300 @1e-4)", method="full", tune_lr=1e-4, tune_steps=300),
     "imagic_full_strong": imagic("Imagic full (A 100, B 150 @3e-4)", method="full", tune_lr=3e-4),
+    "imagic_full_300_strong": imagic("Imagic full (A 100, B 300 @3e-4)", method="full", tune_lr=3e-4,
+                                     tune_steps=300),
     "imagic_full_weak": imagic("Imagic full (A 100, B 150 @3e-5)", method="full", tune_lr=3e-5),
+    "defaults": imagic("node defaults (A 250 @2e-3, B lora 375 @1e-4)", embed_steps=250, embed_lr=2e-3,
+                       tune_steps=375, tune_lr=1e-4),
+    "paper": imagic("paper steps, the former node defaults (A 1000 @2e-3, B lora 1500 @1e-4)", embed_steps=1000,
+                    embed_lr=2e-3, tune_steps=1500, tune_lr=1e-4),
     "community": imagic("community recipe (A 500 @1e-3, B full 1000 @2e-6, eta 1.2)", embed_steps=500,
                         embed_lr=1e-3, tune_steps=1000, tune_lr=2e-6, method="full", etas=[1.2]),
     "sdedit": Row("SDEdit", "sdedit", {"denoise": [0.4, 0.6, 0.8]}),
     "t2i": Row("text-to-image", "t2i"),
     "roundtrip": Row("VAE round trip of the input (no edit: the ceiling of 'kept')", "roundtrip"),
 }
-DEFAULT_ROWS = ["imagic_full", "imagic_lora", "community", "sdedit", "t2i", "roundtrip"]
+DEFAULT_ROWS = ["defaults", "imagic_full", "imagic_full_weak", "imagic_lora", "community", "sdedit", "t2i", "roundtrip"]
 QUICK = {"embed_steps": 20, "tune_steps": 20}
 
 
@@ -97,7 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--etas", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
     p.add_argument("--sample-steps", type=int, default=20)
-    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--cfg", type=float, help="default: the shapes model's (nodes/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--sampler", default="euler")
     p.add_argument("--scheduler", default="normal")
     p.add_argument("--score-draws", type=int, default=32)
@@ -143,21 +151,35 @@ def edited(combo: tuple, attribute: str, world) -> tuple:
     return colour, shape, OPPOSITE[position]
 
 
+SCENE_SEED = 100  # input k's unnamed details come from seed SCENE_SEED + k
+
+
 def plan(n_inputs: int, world) -> list[Edit]:
-    return [Edit(k, combo, a, edited(combo, a, world), 100 + k)
+    return [Edit(k, combo, a, edited(combo, a, world), SCENE_SEED + k)
             for k, combo in enumerate(world.HELD_OUT[:n_inputs]) for a in ATTRIBUTES]
 
 
-def judge(reading, source_reading, edit: Edit) -> dict:
-    """The four columns for one output."""
+def judge(got: dict, size: float, background: float, edit: Edit, world) -> dict:
+    """The columns for one output, from the named attributes read (``got``) and its unnamed details. The size
+    it should have is the input object's in the target shape (a triangle of the same extent covers less than a
+    circle: ``world.true_size`` of the edited scene); the background is the input's."""
     wanted = dict(zip(ATTRIBUTES, edit.target, strict=True))
-    got = {"colour": reading.colour, "shape": reading.shape, "position": reading.position}
     target = got[edit.attribute] == wanted[edit.attribute]
     others = all(got[a] == wanted[a] for a in ATTRIBUTES if a != edit.attribute)
-    unnamed = (abs(reading.size - source_reading.size) <= SIZE_TOL
-               and abs(reading.background - source_reading.background) <= BACKGROUND_TOL)
+    scene = world.scene_for_seed(*edit.source, edit.scene_seed)
+    edited_scene = dataclasses.replace(scene, **wanted)
+    unnamed = (abs(size - world.true_size(edited_scene)) <= SIZE_TOL
+               and abs(background - scene.background) <= BACKGROUND_TOL)
     return {"target": target, "others": others, "unnamed": unnamed, "all": target and others and unnamed,
-            "read": got, "size": reading.size, "background": reading.background}
+            "read": got, "size": size, "background": background}
+
+
+def judged_again(record: dict, world) -> dict:
+    """A stored output judged by this version's ``judge`` (so earlier runs' outputs count alike)."""
+    index = int(record["edit"].split("_")[0])
+    edit = Edit(index, tuple(record["source"]), record["attribute"], tuple(record["target_combo"]),
+                SCENE_SEED + index)
+    return {**record, **judge(record["read"], record["size"], record["background"], edit, world)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,16 +333,20 @@ def summarise(records: list[dict]) -> dict[str, dict]:
     out = {}
     for label, rs in groups.items():
         out[label] = {c: wilson(sum(r[c] for r in rs), len(rs)) for c in ("target", "others", "unnamed", "all")}
+        out[label]["named"] = wilson(sum(r["target"] and r["others"] for r in rs), len(rs))
         out[label]["n"] = len(rs)
         out[label]["seconds"] = mean_ci([r["seconds"] for r in rs])
     return out
 
 
+COLUMNS = ("target", "others", "named", "unnamed", "all")
+
+
 def table(summary: dict[str, dict]) -> str:
-    lines = ["| row | n | target reached | others kept | unnamed kept | all at once | s/edit |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| row | n | target reached | others kept | target + others | unnamed kept | all at once | s/edit |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, s in summary.items():
-        cells = [f"{s[c][0]:.2f} [{s[c][1]:.2f}, {s[c][2]:.2f}]" for c in ("target", "others", "unnamed", "all")]
+        cells = [f"{s[c][0]:.2f} [{s[c][1]:.2f}, {s[c][2]:.2f}]" for c in COLUMNS]
         m, half = s["seconds"]
         lines.append(f"| {label} | {s['n']} | " + " | ".join(cells) + f" | {m:.1f} ± {half:.1f} |")
     return "\n".join(lines)
@@ -378,16 +404,20 @@ def score_separation(records: list[dict]) -> list[str]:
 
 
 def time_to_quality(summary: dict[str, dict], reference: str = "community") -> list[str]:
-    """For every row at or above the reference row's all-at-once rate: its seconds per edit / the reference's."""
+    """For every Imagic row at or above the reference row's rate (all at once; and target + others): its
+    seconds per edit / the reference's."""
     ref = next((label for label in summary if label.startswith(ROWS[reference].name)), None)
     if ref is None:
         return []
-    rate, seconds = summary[ref]["all"][0], summary[ref]["seconds"][0]
-    lines = [f"- reference: {ref}: all at once {rate:.2f}, {seconds:.1f} s/edit"]
-    for label, s in summary.items():
-        if label != ref and s["all"][0] >= rate and not label.startswith(("SDEdit", "text-to-image")):
-            lines.append(f"- {label}: all at once {s['all'][0]:.2f} in {s['seconds'][0]:.1f} s/edit: "
-                         f"{s['seconds'][0] / seconds:.2f}x the reference's time")
+    seconds = summary[ref]["seconds"][0]
+    lines = []
+    for column, name in (("all", "all at once"), ("named", "target + others")):
+        rate = summary[ref][column][0]
+        lines.append(f"- {name}: reference {ref}: {rate:.2f}, {seconds:.1f} s/edit")
+        for label, s in summary.items():
+            if label != ref and s[column][0] >= rate and not label.startswith(("SDEdit", "text-to-image", "VAE")):
+                lines.append(f"  - {label}: {s[column][0]:.2f} in {s['seconds'][0]:.1f} s/edit: "
+                             f"{s['seconds'][0] / seconds:.2f}x the reference's time")
     return lines
 
 
@@ -396,6 +426,7 @@ def report(records: list[dict], out: Path) -> None:
     text = "\n".join([table(summary), "", "Auto Eta's score:", *score_separation(records), "",
                       "Time to quality (all-at-once rate reached, against the community recipe):",
                       *time_to_quality(summary)])
+    out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text + "\n")
     print(text)
 
@@ -403,7 +434,12 @@ def report(records: list[dict], out: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.summarise:
-        records = [json.loads(line) for f in args.summarise for line in f.read_text().splitlines() if line.strip()]
+        sys.path.insert(0, str(ROOT / "cli"))
+        import comfy_host
+
+        world = comfy_host.pack_module("core.shapes_world")
+        records = [judged_again(json.loads(line), world)
+                   for f in args.summarise for line in f.read_text().splitlines() if line.strip()]
         report(records, args.out)
         return 0
     torch.set_num_threads(args.threads)
@@ -415,6 +451,7 @@ def main(argv=None) -> int:
     pack = comfy_host.pack_module
     world = pack("core.shapes_world")
     grid = pack("core.grid")
+    args.cfg = args.cfg or pack("nodes.shapes_checkpoint").SAMPLING["cfg"]
     if args.ckpt:  # what Imagic Shapes Checkpoint loads
         shapes = pack("nodes.shapes_checkpoint")
         shapes.CHECKPOINT = args.ckpt.resolve()
@@ -436,13 +473,14 @@ def main(argv=None) -> int:
             pixels = world.render(scene)
             name = f"input_{edit.index:02d}.png"
             Image.fromarray((pixels * 255).round().astype(np.uint8)).save(input_dir / name)
-            source_reading = world.read(pixels)
             text = world.caption(*edit.target)
             for seed in args.seeds:
                 for row_key in args.rows:
                     for label, image, seconds, extra in outputs_of(ROWS[row_key], runner, args, name, text, seed, pack):
                         picture = image[0].float().cpu().numpy()
-                        verdict = judge(world.read(picture), source_reading, edit)
+                        reading = world.read(picture)
+                        got = {"colour": reading.colour, "shape": reading.shape, "position": reading.position}
+                        verdict = judge(got, reading.size, reading.background, edit, world)
                         records.append({"row": label, "row_key": row_key, "edit": edit.key, "attribute": edit.attribute,
                                         "source": edit.source, "target_combo": edit.target, "seed": seed,
                                         "seconds": seconds, **verdict, **extra})
@@ -458,11 +496,11 @@ def main(argv=None) -> int:
         print(f"interrupted after {len(records)} outputs: the table covers those", flush=True)
     log.close()
     report(records, args.out)
-    write_grid(pictures, records, grid, args.out / "grid.png")
+    write_grid(pictures, records, grid, args.out / "grid.png", pack("core.auto_eta").DEFAULT_RULE)
     return 0
 
 
-def write_grid(pictures: dict, records: list[dict], grid, path: Path) -> None:
+def write_grid(pictures: dict, records: list[dict], grid, path: Path, rule: str) -> None:
     """One row per edit (first seed): input | SDEdit 0.6 | the first Imagic row at each eta | its auto choice."""
     from PIL import Image
 
@@ -472,7 +510,7 @@ def write_grid(pictures: dict, records: list[dict], grid, path: Path) -> None:
     columns = ["input"] + [r for r in labels_in_order if r.startswith("SDEdit 0.6")]
     if first:
         columns += [r for r in imagic_rows if r.startswith(first)]
-        columns += [r for r in labels_in_order if r.startswith(f"{first}, auto (first_positive")]
+        columns += [r for r in labels_in_order if r.startswith(f"{first}, auto ({rule})")]
     tiles, labels = [], []
     for key in dict.fromkeys(k for k, _ in pictures):
         for col in columns:

@@ -29,3 +29,26 @@ def test_benchmark_runs_every_row_and_prints_the_table():
         assert f"| {stage} |" in out, out
     assert out.count("| ours (nodes) |") == 8  # 3 stages x 2 modes + the whole edit in 2 modes
     assert "failed" not in out, out
+
+
+def test_edit_quality_benchmark_runs_and_summarises_its_own_outputs_alike(tmp_path):
+    """bench/edit_quality.py end to end on the shapes model (20 training steps, one input): every row's outputs,
+    the table, the grid; and --summarise of the written outputs reproduces the table (the stored outputs are
+    judged again by the same rule)."""
+    if HOST is None:
+        pytest.skip(NO_HOST)
+    script = str(ROOT / "bench" / "edit_quality.py")
+    env = dict(os.environ, COMFYUI_PATH=str(HOST))
+    cmd = [sys.executable, script, "--quick", "--inputs", "1", "--seeds", "0", "--rows", "imagic_full", "sdedit",
+           "--etas", "0.5", "1.0", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = (tmp_path / "run" / "outputs.jsonl").read_text().splitlines()
+    assert len(records) == 3 * (2 + 4 + 3)  # 3 edits x (2 etas + 4 auto-eta rules + SDEdit at 3 strengths)
+    table = (tmp_path / "run" / "table.md").read_text()
+    assert "| Imagic full (A 100, B 300 @1e-4), eta 0.5 | 3 |" in table and "| SDEdit 0.6 | 3 |" in table, table
+    assert (tmp_path / "run" / "grid.png").stat().st_size > 0
+    again = subprocess.run([sys.executable, script, "--summarise", str(tmp_path / "run" / "outputs.jsonl"),
+                            "--out", str(tmp_path / "again")], capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "again" / "table.md").read_text() == table
