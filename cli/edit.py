@@ -72,8 +72,8 @@ def eta_value(text: str) -> float | str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python cli/edit.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Defaults not given here are the workflow's: the paper's 1000 + 1500 steps, "
-                                       "eta 0.7.")
+                                epilog="Defaults not given here are the workflow's: 250 + 375 steps (a quarter of the "
+                                       "paper's, measured: bench/RESULTS.md), eta 0.8.")
     what = p.add_argument_group("what to edit")
     what.add_argument("--image", type=Path, help="the photo")
     what.add_argument("--text", help='the target text, e.g. "a photo of a sitting dog"')
@@ -87,10 +87,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     how.add_argument("--ckpt", help="checkpoint name in ComfyUI's models/checkpoints, or a file path "
                                     "(default: the workflow's v1-5-pruned-emaonly.safetensors)")
     how.add_argument("--eta", type=eta_value, nargs="+",
-                     help="one or several etas (default 0.7); training runs once. 'auto': Imagic Auto Eta samples "
-                          "0.4-1.0, picks one by the frozen model's own score, and also writes the grid of all")
-    how.add_argument("--embed-steps", type=int, help="Imagic Optimize Embedding steps (paper: 1000)")
-    how.add_argument("--tune-steps", type=int, help="Imagic Finetune UNet steps (paper: 1500)")
+                     help="one or several etas (default 0.8, the workflow's); training runs once. 'auto': Imagic "
+                          "Auto Eta samples 0.4-1.0, picks one by the frozen model's own score, and also writes the "
+                          "grid of all")
+    how.add_argument("--embed-steps", type=int, help="Imagic Optimize Embedding steps (default 250; paper: 1000)")
+    how.add_argument("--tune-steps", type=int, help="Imagic Finetune UNet steps (default 375; paper: 1500)")
     how.add_argument("--method", choices=["lora", "full"], help="fine-tune method (default lora)")
     how.add_argument("--sample-steps", type=int, help="KSampler steps (default 50)")
     how.add_argument("--seed", type=int, help="seed of the training and the sampler (default 0)")

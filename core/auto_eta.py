@@ -103,7 +103,7 @@ RULES: dict[str, Callable[[list[EtaScore]], int]] = {
     "max_gain": max_gain,
     "gain_minus_distance": gain_minus_distance,
 }
-DEFAULT_RULE = "first_positive"
+DEFAULT_RULE = "gain_minus_distance"
 
 
 def choose(scores: list[EtaScore], rule: str = DEFAULT_RULE) -> int:

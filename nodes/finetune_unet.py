@@ -52,7 +52,9 @@ class ImagicFinetuneUNet(io.ComfyNode):
                 io.Conditioning.Input("conditioning", tooltip="e_opt, the output of Imagic Optimize Embedding."),
                 io.Latent.Input("latent",
                                 tooltip="The input photo's latent (the same as for Imagic Optimize Embedding)."),
-                io.Int.Input("steps", default=1500, min=1, max=100000, tooltip="Fine-tuning steps (paper: 1500)."),
+                io.Int.Input("steps", default=375, min=1, max=100000,
+                             tooltip="Fine-tuning steps (paper: 1500). 375: on the shapes benchmark as good as "
+                                     "1500 in a quarter of the time (bench/RESULTS.md); full-size models may differ."),
                 io.Float.Input("learning_rate", default=DEFAULT_LEARNING_RATE["lora"], min=0.0, max=1.0, step=1e-7,
                                tooltip="Adam learning rate: lora 0.0001 (1e-4), full 0.0000005 (5e-7, the paper's). "
                                        "Switching method in the graph editor switches between these two while the "

@@ -61,7 +61,7 @@ class ImagicSaveFinetune(io.ComfyNode):
                                        "and Save Lora does (small, approximate)."),
                 io.Int.Input("svd_rank", default=64, min=1, max=1024,
                              tooltip="Rank of the SVD extraction (full_storage 'svd' only)."),
-                io.Float.Input("suggested_eta", default=0.7, min=-10.0, max=10.0, step=0.01,
+                io.Float.Input("suggested_eta", default=0.8, min=-10.0, max=10.0, step=0.01,
                                tooltip="The eta that gave a good edit, stored as a starting point for whoever loads "
                                        "the file."),
             ],

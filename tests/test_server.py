@@ -30,9 +30,9 @@ def test_object_info_lists_the_nodes_with_tooltips(server):
             for name, (_, options) in node["input"].get(section, {}).items():
                 assert options.get("tooltip"), (node_id, name)
         assert all(node["output_tooltips"]), node_id
-    assert info["ImagicOptimizeEmbedding"]["input"]["required"]["steps"][1]["default"] == 1000
-    assert info["ImagicFinetuneUNet"]["input"]["required"]["steps"][1]["default"] == 1500
-    assert info["ImagicInterpolateConditioning"]["input"]["required"]["eta"][1]["default"] == 0.7
+    assert info["ImagicOptimizeEmbedding"]["input"]["required"]["steps"][1]["default"] == 250
+    assert info["ImagicFinetuneUNet"]["input"]["required"]["steps"][1]["default"] == 375
+    assert info["ImagicInterpolateConditioning"]["input"]["required"]["eta"][1]["default"] == 0.8
 
 
 def test_prompt_runs_the_whole_edit(server):

@@ -60,14 +60,14 @@ def test_notes_say_which_checkpoint_the_workflow_expects(name):
         assert model["name"] == loader["widgets_values"][0] and model["url"].startswith("https://huggingface.co/")
 
 
-def test_imagic_edit_uses_sd15_and_the_papers_settings():
+def test_imagic_edit_uses_sd15_and_the_node_defaults():
     workflow = load("imagic_edit")
     assert [n["widgets_values"][0] for n in nodes(workflow, "CheckpointLoaderSimple")] == [SD15]
     (embed,) = nodes(workflow, "ImagicOptimizeEmbedding")
     (tune,) = nodes(workflow, "ImagicFinetuneUNet")
     (interp,) = nodes(workflow, "ImagicInterpolateConditioning")
-    assert embed["widgets_values"][:2] == [1000, 0.002] and tune["widgets_values"][0] == 1500
-    assert interp["widgets_values"] == [0.7]
+    assert embed["widgets_values"][:2] == [250, 0.002] and tune["widgets_values"][0] == 375
+    assert interp["widgets_values"] == [0.8]
     # the seed's control widget (the optional low_memory / batch_size widgets follow it): no retraining on every queue
     assert "fixed" in embed["widgets_values"] and "fixed" in tune["widgets_values"]
     (saver,) = nodes(workflow, "ImagicSaveFinetune")
@@ -197,4 +197,4 @@ def test_reuse_runs_on_a_finetune_saved_by_imagic_edit(workflow_server, object_i
     assert_success(result)
     assert saved_images(workflow_server, result)
     shown = sorted(text for out in result["outputs"].values() for text in out.get("text", []))
-    assert shown == ["0.7", "a photo of a sitting dog"]  # the Preview Any nodes: stored eta and text
+    assert shown == ["0.8", "a photo of a sitting dog"]  # the Preview Any nodes: stored eta and text
