@@ -104,10 +104,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inputs", type=int, default=8, help="held-out inputs (at most 8)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--etas", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
-    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--sample-steps", type=int, help="default: the shapes model's (SAMPLING)")
     p.add_argument("--cfg", type=float, help="default: the shapes model's (nodes/shapes_checkpoint.py: SAMPLING)")
-    p.add_argument("--sampler", default="euler")
-    p.add_argument("--scheduler", default="normal")
+    p.add_argument("--sampler", help="default: the shapes model's (SAMPLING)")
+    p.add_argument("--scheduler", help="default: the shapes model's (SAMPLING)")
     p.add_argument("--score-draws", type=int, default=32)
     p.add_argument("--quick", action="store_true", help="2 inputs, 1 seed, 20 training steps: checks the plumbing")
     p.add_argument("--tiny", action="store_true", help="the tiny random model instead of the shapes model "
@@ -451,7 +451,11 @@ def main(argv=None) -> int:
     pack = comfy_host.pack_module
     world = pack("core.shapes_world")
     grid = pack("core.grid")
-    args.cfg = args.cfg or pack("nodes.shapes_checkpoint").SAMPLING["cfg"]
+    sampling = pack("nodes.shapes_checkpoint").SAMPLING  # how the shapes model is sampled, unless told otherwise
+    args.sample_steps = args.sample_steps or sampling["steps"]
+    args.cfg = args.cfg or sampling["cfg"]
+    args.sampler = args.sampler or sampling["sampler_name"]
+    args.scheduler = args.scheduler or sampling["scheduler"]
     if args.ckpt:  # what Imagic Shapes Checkpoint loads
         shapes = pack("nodes.shapes_checkpoint")
         shapes.CHECKPOINT = args.ckpt.resolve()
