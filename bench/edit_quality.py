@@ -68,8 +68,8 @@ class Row:
 
 def imagic(name: str, **params) -> Row:
     """An Imagic row (the shapes model's shipped edit recipe is imagic_full: tests/test_shapes_model.py).
-    low_memory off: on this CPU its bf16 autocast + checkpointing made this small model's steps ~3.5x slower
-    (A 0.33 vs 0.09 s/step, B lora 0.62 vs 0.15), the opposite of what it does for SD1.5 (bench/RESULTS.md)."""
+    low_memory off: on this CPU its checkpointing (with the bf16 autocast CPUs used before issue 18) made this
+    small model's steps ~3.5x slower (A 0.33 vs 0.09 s/step, B lora 0.62 vs 0.15)."""
     base = {"embed_steps": 100, "embed_lr": 5e-3, "tune_steps": 150, "tune_lr": 1e-3, "method": "lora", "rank": 8,
             "low_memory": False}
     return Row(name, "imagic", {**base, **params})

@@ -1,6 +1,16 @@
 """How a training run computes: in fp32, or mixed precision (autocast to bf16) with fp32 master copies of
-what trains. Mixed precision is used only where the hardware computes bf16 natively, where it is both faster
-and smaller; elsewhere bf16 would be emulated (slow), so the run stays in fp32."""
+what trains.
+
+Mixed precision is used only on a CUDA GPU that computes bf16 natively (Ampere and later), where it is both
+faster and smaller. Everywhere else training stays in fp32, CPUs included, whatever their instruction set:
+
+* A CPU's bf16 matrix products run on different kernels by instruction set (oneDNN on AMX tiles, on
+  AVX512-BF16, or emulated on AVX2), and a fine-tune's quality followed them: the tiny Flux model's eta=0
+  reconstruction (tests/test_families.py) came out 4x worse with AMX than with AVX512-BF16 or AVX2 on the
+  same Intel CPU (issue 18). In fp32 the result is the same on every CPU.
+* On a CPU, ComfyUI keeps the model's fp32 weights in RAM whatever a node does, so a bf16 copy of the frozen
+  weights adds half the model to the memory instead of saving it (bench/RESULTS.md).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -9,14 +19,11 @@ from dataclasses import dataclass
 import torch
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` has bf16 arithmetic units (CUDA: Ampere and later; CPU: AVX512-BF16 or AMX)."""
+def trains_in_bf16(device: torch.device) -> bool:
+    """Whether training on ``device`` uses bf16 mixed precision: a CUDA GPU with bf16 units (Ampere and later).
+    CPUs train in fp32 (see the module docstring), MPS too (no verified bf16 autocast)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
-        return any(check() for check in checks if check is not None)
     return False
 
 
@@ -26,7 +33,7 @@ class Precision:
 
     @classmethod
     def for_device(cls, device: torch.device, mixed: bool) -> Precision:
-        return cls(torch.bfloat16 if mixed and native_bf16(device) else None)
+        return cls(torch.bfloat16 if mixed and trains_in_bf16(device) else None)
 
     def autocast(self, device: torch.device):
         if self.half is None:

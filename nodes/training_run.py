@@ -20,9 +20,9 @@ from .progress import TrainingProgress
 
 LOW_MEMORY_DEFAULT = True
 LOW_MEMORY_TOOLTIP = (
-    "Use less memory: bf16 mixed precision where the device computes bf16 natively (fp32 master copies of "
-    "what trains), frozen weights kept in bf16, gradient checkpointing, ComfyUI's other models unloaded from "
-    "the GPU while training. Off: everything in fp32, no recomputation.")
+    "Use less memory: gradient checkpointing; on a CUDA GPU with bf16 units also bf16 mixed precision (fp32 "
+    "master copies of what trains, frozen weights kept in bf16) and ComfyUI's other models unloaded from the GPU "
+    "while training. CPUs train in fp32 either way (the same result on every CPU). Off: fp32, no recomputation.")
 
 BATCH_SIZE_TOOLTIP = (
     "Noise/timestep draws per step, trained as one batch. More lowers the steps needed for the same loss "

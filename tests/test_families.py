@@ -20,11 +20,14 @@ from pack import sub
 from test_graph import mse, reconstruction_loss
 
 # Per family: training settings that make the tiny random model learn within a few seconds. The flow
-# families (sd3, flux) need more fine-tuning steps and more sampling steps to reconstruct the input.
+# families (sd3, flux) need more fine-tuning steps and more sampling steps to reconstruct the input. Each
+# reconstructs the input at eta=0 with room: tuned/untuned MSE <= ~0.13 against the bound of 0.25 on every CPU
+# instruction-set level (issue 18; sd2v 0.13, sd2 0.11, flux 0.11, sdxl 0.09, sd21_unclip 0.07, sd3 0.05,
+# sdxl_refiner 0.03 on an AMD EPYC with AVX512-BF16; test_isa_levels.py repeats flux and sdxl at AVX2).
 RUNS = {
     "sd2": dict(embed_steps=100, method="lora", tune_lr=3e-3, tune_steps=120),
-    "sd2v": dict(embed_steps=100, method="full", tune_lr=1e-3, tune_steps=200),
-    "sd21_unclip": dict(embed_steps=100, method="full", tune_lr=1e-3, tune_steps=200),
+    "sd2v": dict(embed_steps=200, method="full", tune_lr=5e-4, tune_steps=400, sample_steps=16),
+    "sd21_unclip": dict(embed_steps=100, method="full", tune_lr=5e-4, tune_steps=300),
     "sdxl": dict(embed_steps=100, method="lora", tune_lr=3e-3, tune_steps=120),
     "sdxl_refiner": dict(embed_steps=100, method="full", tune_lr=1e-3, tune_steps=200),
     "sd3": dict(embed_steps=100, method="full", tune_lr=1e-3, tune_steps=400, sample_steps=16),
