@@ -1,6 +1,8 @@
 """Imagic Labelled Grid: several pictures as one, each under its label (input | edit, one tile per eta)."""
 from __future__ import annotations
 
+import comfy.model_management
+import comfy.utils
 from comfy_api.latest import io
 
 from ..core.grid import labelled_grid, pil_to_tensor, tensor_to_pils
@@ -59,4 +61,10 @@ class ImagicLabelledGrid(io.ComfyNode):
             raise fail(NODE_ID, f"{len(tiles)} tiles but {len(names)} label lines",
                        f"write one label per line for each of the {len(tiles)} tiles (a batch of N frames is N "
                        "tiles), or clear the labels")
-        return io.NodeOutput(pil_to_tensor(labelled_grid(tiles, names, columns)))
+        bar = comfy.utils.ProgressBar(len(tiles))
+
+        def on_tile(done: int, total: int) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel, between tiles
+            bar.update_absolute(done, total)
+
+        return io.NodeOutput(pil_to_tensor(labelled_grid(tiles, names, columns, on_tile=on_tile)))

@@ -1,0 +1,75 @@
+"""Hardening, round 2 (issue 23) on the real ComfyUI executor: the newer nodes (Imagic Labelled Grid, Imagic
+Auto Eta, the shapes checkpoint, Imagic Save Finetune) with bad or hostile input. Each case stops with an error
+that names the node and the fix (``asserts.assert_clear``), or, for the grid, stays fast and cancellable. The
+command-line cases are in ``test_cli_hardening.py``."""
+from __future__ import annotations
+
+import threading
+import time
+
+from pack import sub
+
+grid = sub("core.grid")
+GRID = "ImagicLabelledGrid"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bug 1: long labels were fitted in quadratic time (24,000 characters: 195 s) and Cancel waited for the node.
+
+
+def _within(seconds: float, work) -> bool:
+    """Whether ``work()`` returns within ``seconds`` (run in a daemon thread: a runaway does not block the suite)."""
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
+def test_a_100000_character_label_is_fitted_in_under_a_second():
+    start = time.perf_counter()
+    assert _within(5.0, lambda: grid.label_strip("x" * 100_000, 128, 22)), "label fitting took over 5 s"
+    assert time.perf_counter() - start < 1.0
+    from PIL import Image, ImageDraw
+
+    text, font = grid._fit(ImageDraw.Draw(Image.new("RGB", (1, 1))), "x" * 100_000, 124, 14)
+    assert text.endswith(grid.ELLIPSIS) and 1 < len(text) < 124 and font.size == grid.MIN_FONT
+
+
+def _long_label_graph(length: int) -> dict:
+    return {
+        "1": {"class_type": "ImagicShapesScene", "inputs": {"colour": "red", "shape": "circle", "position": "left",
+                                                            "seed": 0}},
+        "2": {"class_type": GRID, "inputs": {"images": ["1", 0], "images_2": ["1", 0], "images_3": ["1", 0],
+                                             "labels": "\n".join(c * length for c in "xyz"), "columns": 0}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+
+
+def test_long_labels_do_not_stall_the_executor(comfy):
+    """The issue's graph (scene -> grid with long labels): 6,000 characters took ~12 s per tile before."""
+    start = time.perf_counter()
+    comfy.run(_long_label_graph(6000))
+    assert time.perf_counter() - start < 3.0
+    assert tuple(comfy.output("2").shape[1:]) == (round(grid.font_size(128) * 1.6) + 128, 3 * 128 + 2 * grid.GAP, 3)
+
+
+def test_cancel_stops_the_grid_between_tiles(comfy):
+    """An interrupt (Cancel) raised while the grid lays out its tiles stops it at the next tile."""
+    from comfy import model_management, utils
+
+    calls = []
+
+    def hook(value, total, preview, node_id=None):
+        calls.append((value, total))
+        model_management.interrupt_current_processing(True)  # the user presses Cancel during the first tile
+
+    before = utils.PROGRESS_BAR_HOOK
+    utils.set_progress_bar_global_hook(hook)
+    try:
+        comfy.run(_long_label_graph(10), expect_success=False)
+    finally:
+        utils.set_progress_bar_global_hook(before)
+        model_management.interrupt_current_processing(False)
+    interrupted = comfy.events("execution_interrupted")
+    assert interrupted and interrupted[0]["node_id"] == "2", comfy.executor.status_messages
+    assert calls == [(0, 3)]
