@@ -7,7 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
-from pack import sub
+from asserts import assert_clear
+from pack import ROOT, sub
 
 grid = sub("core.grid")
 GRID = "ImagicLabelledGrid"
@@ -73,3 +74,39 @@ def test_cancel_stops_the_grid_between_tiles(comfy):
     interrupted = comfy.events("execution_interrupted")
     assert interrupted and interrupted[0]["node_id"] == "2", comfy.executor.status_messages
     assert calls == [(0, 3)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bug 6 (the node side): a label that names the eta comes from the eta wired in; the font's coverage is stated.
+
+
+def _two_tiles(labels: str, **more) -> dict:
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0}},
+        "2": {"class_type": GRID, "inputs": {"images": ["1", 0], "images_2": ["1", 0], "labels": labels,
+                                             "columns": 0, **more}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+
+
+def test_eta_in_a_label_is_the_eta_wired_beside_its_tile(comfy):
+    graph = _two_tiles("input\nedit, eta {eta}", eta_2=["4", 0])
+    graph["4"] = {"class_type": "PrimitiveFloat", "inputs": {"value": 0.85}}
+    comfy.run(graph)
+    strip = round(grid.font_size(64) * 1.6)
+    label = comfy.output("2")[0, :strip, 64 + grid.GAP:]
+    expected = grid.pil_to_tensor(grid.label_strip("edit, eta 0.85", 64, strip))[0]
+    assert (label - expected).abs().max() < 1e-6
+
+
+def test_eta_in_a_label_with_no_eta_wired_is_refused(comfy):
+    comfy.run(_two_tiles("input\nedit, eta {eta}"), expect_success=False)
+    assert_clear(comfy.error_message().split(": ", 1)[1], GRID, "label line 2", "eta_2", "images_2",
+                 "Imagic Interpolate Conditioning")
+
+
+def test_the_grid_says_its_font_draws_latin_letters_only():
+    schema = sub("nodes.labelled_grid").ImagicLabelledGrid.define_schema()
+    (labels,) = [i for i in schema.inputs if i.id == "labels"]
+    assert "Latin letters only" in labels.tooltip and "emoji" in labels.tooltip
+    assert "Latin letters only" in (ROOT / "js" / "docs" / "ImagicLabelledGrid.md").read_text()
