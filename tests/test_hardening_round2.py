@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from asserts import assert_clear
 from pack import ROOT, sub
 
@@ -110,3 +112,41 @@ def test_the_grid_says_its_font_draws_latin_letters_only():
     (labels,) = [i for i in schema.inputs if i.id == "labels"]
     assert "Latin letters only" in labels.tooltip and "emoji" in labels.tooltip
     assert "Latin letters only" in (ROOT / "js" / "docs" / "ImagicLabelledGrid.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shipped shapes checkpoint, damaged: checked against the sha256 recorded beside it ("reinstall the pack").
+
+
+def _damage(kind: str, good: bytes) -> bytes:
+    if kind == "truncated":
+        return good[: len(good) // 2]
+    if kind == "bit-flipped":
+        data = bytearray(good)
+        data[len(data) // 2] ^= 0x10  # inside the tensors: loads, then trains to NaN
+        return bytes(data)
+    import safetensors.torch
+    import torch
+
+    return safetensors.torch.save({"weight": torch.zeros(4, 4)})  # another safetensors file
+
+
+@pytest.mark.parametrize("kind", ["truncated", "bit-flipped", "another safetensors"])
+def test_a_damaged_shapes_checkpoint_says_reinstall(comfy, tmp_path, monkeypatch, kind):
+    sc = sub("nodes.shapes_checkpoint")
+    shipped = sc.CHECKPOINT
+    assert sc.digest_path(shipped).is_file(), "the shipped checkpoint's sha256 is not beside it"
+    copy = tmp_path / shipped.name
+    copy.write_bytes(_damage(kind, shipped.read_bytes()))
+    sc.digest_path(copy).write_bytes(sc.digest_path(shipped).read_bytes())
+    monkeypatch.setattr(sc, "CHECKPOINT", copy)
+    comfy.run({"1": {"class_type": "ImagicShapesCheckpoint", "inputs": {}},
+               "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}},
+               "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}, expect_success=False)
+    assert_clear(comfy.error_message().split(": ", 1)[1], "ImagicShapesCheckpoint", str(copy),
+                 "damaged or was replaced", "sha256", "reinstall the pack")
+
+
+def test_the_shipped_shapes_checkpoint_matches_its_recorded_sha256():
+    sc = sub("nodes.shapes_checkpoint")
+    sc.check_shipped(sc.CHECKPOINT)
