@@ -328,6 +328,7 @@ def remeasure(args, world, sc) -> None:
     if args.history:
         metadata["imagic.history"] = args.history
     comfy.utils.save_torch_file(state, str(args.out), metadata=metadata)
+    sc.write_digest(args.out)
     log(f"rewrote the measurements of {args.out}")
 
 

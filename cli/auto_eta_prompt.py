@@ -39,11 +39,12 @@ def use_auto_eta(prompt: dict, prefix: str, eta_min: float = 0.4, eta_max: float
         "vae": out[decode]["inputs"]["vae"], "eta_min": eta_min, "eta_max": eta_max, "count": count,
         "rule": DEFAULT_RULE, "seed": s["seed"], "steps": s["steps"], "cfg": s["cfg"],
         "sampler_name": s["sampler_name"], "scheduler": s["scheduler"]}}
-    moved = {decode: [node, 0], sampler: [node, 1]}  # the decoded edit -> the chosen image; its latent -> latent
+    # the decoded edit -> the chosen image; its latent -> latent; the eta Interpolate output -> the chosen eta
+    moved = {(decode, 0): [node, 0], (sampler, 0): [node, 1], (mix, 1): [node, 3]}
     for other in out.values():
         for name, value in other["inputs"].items():
-            if isinstance(value, list) and len(value) == 2 and str(value[0]) in moved:
-                other["inputs"][name] = list(moved[str(value[0])])
+            if isinstance(value, list) and len(value) == 2 and (str(value[0]), value[1]) in moved:
+                other["inputs"][name] = list(moved[(str(value[0]), value[1])])
     for gone in (mix, sampler, decode):
         del out[gone]
     for saver in nodes_of(out, "ImagicSaveFinetune"):

@@ -13,11 +13,15 @@ is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 if __name__ == "__main__":  # python cli/edit.py (or -m cli.edit): run the pack's own copy of this module
@@ -28,7 +32,7 @@ if __name__ == "__main__":  # python cli/edit.py (or -m cli.edit): run the pack'
 
 from . import comfy_host
 from .auto_eta_prompt import score_table, use_auto_eta
-from .edit_inputs import InputError, Job, batch_jobs, check_text, single_job
+from .edit_inputs import InputError, Job, batch_jobs, check_text, comfy_ready, single_job
 from .edit_prompt import (
     EditSettings,
     PromptError,
@@ -58,6 +62,7 @@ DEMO = SETTINGS  # the shapes model's measured recipe (cli/shapes_demo.py)
 DEMO_THREADS = 1
 SAVER = "ImagicSaveFinetune"
 AUTO = "auto"
+ETA_RANGE = (-10.0, 10.0)  # Imagic Interpolate Conditioning's eta range
 
 
 def eta_value(text: str) -> float | str:
@@ -126,6 +131,40 @@ def find_host(path: Path | None) -> Path:
         raise InputError("ComfyUI not found: pass --comfyui PATH, set COMFYUI_PATH, or install this pack in "
                          "ComfyUI/custom_nodes")
     return host
+
+
+def check_etas(etas: list | None) -> list | None:
+    """The etas in the order given, each once; refused (before ComfyUI starts) when not finite, out of Imagic
+    Interpolate Conditioning's range, or 'auto' with numbers."""
+    if not etas:
+        return etas
+    if AUTO in etas and len(etas) > 1:
+        raise InputError("--eta auto picks the eta itself: give it alone, without numbers")
+    low, high = ETA_RANGE
+    for eta in etas:
+        if eta != AUTO and not math.isfinite(eta):
+            raise InputError(f"--eta {eta} is not a finite number: give numbers such as 0.7 0.8")
+        if eta != AUTO and not low <= eta <= high:
+            raise InputError(f"--eta {eta:g} is outside {low:g} ... {high:g} (Imagic Interpolate Conditioning's range; "
+                             "0.6 - 1.0 is where edits are): give an eta in that range")
+    return list(dict.fromkeys(etas))  # --eta 0.8 0.8: one edit, not the same file name twice
+
+
+def check_out(out: Path) -> Path:
+    """``out`` resolved, if it is (or can be made) a folder this process can write to; nothing is left behind."""
+    out = out.expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder: give a folder (it is made if missing)")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"--out {out} cannot be made: {existing} is a file, not a folder")
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".imagic-edit-probe-").cleanup()
+    except OSError as e:
+        where = "" if existing == out else f" ({existing}, where it would be made)"
+        raise InputError(f"--out {out} is not writable{where}: {e.strerror or e}; give a folder you can write "
+                         "to") from None
+    return out.resolve() if out.exists() else out
 
 
 def plan_jobs(args) -> list[Job]:
@@ -203,9 +242,7 @@ def build_prompt(session: Headless, args, workflow: dict) -> dict:
 
 def stage_image(session: Headless, job: Job, number: int) -> str:
     """Copy the photo into ComfyUI's (temporary) input folder; returns the name Load Image takes."""
-    name = f"{number:03d}_{job.image.name}"
-    shutil.copyfile(job.image, session.input_dir() / name)
-    return name
+    return comfy_ready(job.image, session.input_dir(), f"{number:03d}_{job.image.name}")
 
 
 def written(outputs: dict, out: Path) -> list[Path]:
@@ -217,11 +254,22 @@ def written(outputs: dict, out: Path) -> list[Path]:
     return files
 
 
-def run_job(session: Headless, prompt: dict, job: Job, number: int, etas: list[float], args, out: Path) -> list[Path]:
+def eta_names(etas: list) -> dict:
+    """Each eta's name in file names: two decimals (eta0.80), or as many more as tell the etas apart (0.5 and
+    0.504: eta0.500, eta0.504)."""
+    numbers = [e for e in etas if e != AUTO]
+    places = next((d for d in range(2, 17) if len({f"{e:.{d}f}" for e in numbers}) == len(set(numbers))), 17)
+    return {e: AUTO if e == AUTO else f"eta{e:.{places}f}" for e in etas}
+
+
+def run_job(session: Headless, prompt: dict, job: Job, number: int, etas: list, args, out: Path,
+            edits: dict | None = None) -> list[Path]:
+    """Run one photo at every eta; ``edits`` gets each eta's edit file (for the demo's side by side)."""
     image = stage_image(session, job, number)
+    names = eta_names(etas)
     files = []
     for k, eta in enumerate(etas):
-        prefix = f"{job.stem}_{AUTO}" if eta == AUTO else f"{job.stem}_eta{eta:.2f}"
+        prefix = f"{job.stem}_{names[eta]}"
         edit = for_edit(prompt, image, job.text, 0.0 if eta == AUTO else eta, prefix)
         if args.save_finetune and k == 0:
             edit = save_finetune(edit, f"{job.stem}_finetune", 0.0 if eta == AUTO else eta)
@@ -230,19 +278,57 @@ def run_job(session: Headless, prompt: dict, job: Job, number: int, etas: list[f
         if eta == AUTO:
             edit = use_auto_eta(edit, prefix)  # a saved fine-tune gets the chosen eta as its suggested eta
         before = set(out.glob("*.safetensors"))
-        outputs = session.run(edit)
+        with ctrl_c_cancels():
+            outputs = session.run(edit)
         if eta == AUTO:
             print(score_table(outputs) or "", flush=True)
-        files += written(outputs, out)
-        files += sorted(set(out.glob("*.safetensors")) - before)
+        new = written(outputs, out)
+        if edits is not None:
+            edits[eta] = edit_of(new, prefix)
+        files += new + sorted(set(out.glob("*.safetensors")) - before)
     return files
 
 
-def demo_pictures(job: Job, etas: list[float], files: list[Path], out: Path) -> list[Path]:
-    """The demo's input and input | eta ... side by side, next to the edits."""
+@contextlib.contextmanager
+def ctrl_c_cancels():
+    """While ComfyUI runs a prompt, one Ctrl+C is its Cancel: training and sampling stop at their next step (the
+    training loop's progress callback raises on ComfyUI's interrupt) and nothing more is written; the run then
+    ends with KeyboardInterrupt. A second Ctrl+C stops at once.
+
+    Python's own handler would not do: the executor runs the prompt in ``asyncio.run``, which turns the first
+    Ctrl+C into a cancel of its task, seen only when the node that is running (the whole training) returns."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import comfy.model_management
+
+    pressed = []
+
+    def on_sigint(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+        comfy.model_management.interrupt_current_processing(True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        try:
+            yield
+        except RunError:
+            if pressed:
+                raise KeyboardInterrupt from None
+            raise
+        if pressed:
+            raise KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def demo_pictures(job: Job, edits: dict, out: Path) -> list[Path]:
+    """The demo's input and input | eta ... side by side, next to the edits (``edits``: eta -> its edit file)."""
     picture = out / f"{job.stem}_input.png"
     shutil.copyfile(job.image, picture)
-    edits = [(eta, edit_of(files, job.stem, eta)) for eta in etas]
+    edits = list(edits.items())
     if any(path is None for _, path in edits):
         return [picture]
     return [picture, write_side_by_side(picture, edits, out / f"{job.stem}_side_by_side.png")]
@@ -262,11 +348,13 @@ def set_threads(args) -> int:
 
 
 def run(args) -> int:
+    args.eta = check_etas(args.eta)
     host = find_host(args.comfyui)
     jobs = plan_jobs(args)
     workflow = load_workflow(args.workflow)
     if args.demo and args.ckpt:
         raise InputError("--demo runs the built-in shapes model; leave out --ckpt")
+    out = check_out(args.out)
     set_threads(args)
     with tempfile.TemporaryDirectory(prefix="imagic-edit-") as tmp:
         session = Headless(host, Path(tmp), cpu=args.cpu or not accelerator_available(), verbose=args.verbose)
@@ -277,19 +365,18 @@ def run(args) -> int:
             jobs = [Job(picture, check_text(args.text or DEMO_TEXT, "--text"), "demo")]
         etas = args.eta or (DEMO_ETAS if args.demo else [prompt[one(prompt, "ImagicInterpolateConditioning")]
                                                          ["inputs"]["eta"]])
-        if AUTO in etas and len(etas) > 1:
-            raise InputError("--eta auto picks the eta itself: give it alone, without numbers")
-        out = args.out.expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
+        out = out.resolve()
         session.set_output_dir(out)
         session.add_model_dir("loras", out)  # where --save-finetune writes
         total = []
         for number, job in enumerate(jobs, 1):
             shown = ", ".join(str(e) if e == AUTO else f"{e:g}" for e in etas)
             print(f"[{number}/{len(jobs)}] {job.image.name}: \"{job.text}\", eta {shown}", flush=True)
-            files = run_job(session, prompt, job, number, etas, args, out)
+            edits = {}
+            files = run_job(session, prompt, job, number, etas, args, out, edits)
             if builtin and AUTO not in etas:
-                files += demo_pictures(job, etas, files, out)
+                files += demo_pictures(job, edits, out)
             for path in files:
                 print(f"wrote {path}", flush=True)
                 total.append(path)

@@ -3,9 +3,12 @@ texts, the batch file (TEdBench format: a JSON list of {"img_name", "target_text
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 
@@ -20,8 +23,14 @@ class Job:
     stem: str  # output file names start with it
 
 
+# Pillow's modes for one channel of more than 8 bits: ComfyUI's Load Image divides them by 255 and clips (a
+# 16-bit PNG comes out almost white), so the headless edit converts them to 8 bits itself (``comfy_ready``).
+WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def check_image(path: Path) -> Path:
-    """``path`` if it is a readable image, else InputError."""
+    """``path`` if it is a readable image that Load Image reads correctly (or ``comfy_ready`` converts), else
+    InputError."""
     if not path.exists():
         raise InputError(f"image not found: {path}")
     if not path.is_file():
@@ -29,9 +38,31 @@ def check_image(path: Path) -> Path:
     try:
         with Image.open(path) as image:
             image.load()
+            mode = image.mode
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\d+", str(e))
+        size = f"{int(pixels.group()) / 1e6:.0f} megapixels, " if pixels else ""
+        raise InputError(f"image too large: {path} ({size}more than Pillow opens safely): scale it down to a few "
+                         "thousand pixels a side (the edit works at 512)") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if mode == "F":
+        raise InputError(f"image {path} has floating-point pixels, which ComfyUI's Load Image cannot read: save it "
+                         "as an 8-bit PNG or JPEG")
     return path
+
+
+def comfy_ready(path: Path, folder: Path, name: str) -> str:
+    """Copy the photo into ComfyUI's input ``folder`` as ``name``; a greyscale of more than 8 bits (16-bit PNG)
+    is converted to 8 bits (0..65535 -> 0..255) as a PNG first. Returns the file name written."""
+    with Image.open(path) as image:
+        if image.mode not in WIDE_GREY:
+            shutil.copyfile(path, folder / name)
+            return name
+        pixels = np.asarray(image, dtype=np.float64)
+    name = f"{Path(name).stem}.png"
+    Image.fromarray(np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8), "L").save(folder / name)
+    return name
 
 
 def check_text(text: str, where: str) -> str:

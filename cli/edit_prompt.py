@@ -98,16 +98,28 @@ def _from_grid(prompt: dict, node_id: str) -> bool:
 
 def for_edit(prompt: dict, image: str, text: str, eta: float, prefix: str) -> dict:
     """A copy of ``prompt`` for one image, target text and eta, saving the edit under ``prefix`` and the
-    labelled input | edit picture (where the workflow has one) under ``prefix_input_edit``."""
+    labelled input | edit picture (where the workflow has one) under ``prefix_input_edit``, its edit labelled
+    with the eta Imagic Interpolate Conditioning outputs (Imagic Auto Eta's chosen one once ``use_auto_eta``
+    has rewired it)."""
     out = copy.deepcopy(prompt)
     out[one(out, "LoadImage")]["inputs"]["image"] = image
     out[target_encoder(out)]["inputs"]["text"] = text
-    out[one(out, "ImagicInterpolateConditioning")]["inputs"]["eta"] = eta
-    out[the_edit_saver(out)]["inputs"]["filename_prefix"] = prefix
-    for saver in nodes_of(out, "SaveImage"):
-        if _from_grid(out, saver):
-            out[saver]["inputs"]["filename_prefix"] = f"{prefix}_input_edit"
-            out[linked_node(out, saver, "images")]["inputs"]["labels"] = f"input\nedit, eta {eta:g}"
+    mix = one(out, "ImagicInterpolateConditioning")
+    out[mix]["inputs"]["eta"] = eta
+    saver = the_edit_saver(out)
+    out[saver]["inputs"]["filename_prefix"] = prefix
+    edit = linked_node(out, saver, "images")  # what decodes the edit
+    for other in nodes_of(out, "SaveImage"):
+        if _from_grid(out, other):
+            out[other]["inputs"]["filename_prefix"] = f"{prefix}_input_edit"
+            grid = out[linked_node(out, other, "images")]["inputs"]
+            tile = next((k for k, v in grid.items() if k.startswith("images") and isinstance(v, list)
+                         and len(v) == 2 and str(v[0]) == edit), None)
+            if tile is None:
+                grid["labels"] = f"input\nedit, eta {eta:g}"
+            else:
+                grid["labels"] = "input\nedit, eta {eta}"
+                grid["eta" + tile.removeprefix("images")] = [mix, 1]  # the eta output of Interpolate
     return out
 
 

@@ -54,9 +54,9 @@ def write_demo_scene(path: Path) -> Path:
     return path
 
 
-def edit_of(files: list[Path], stem: str, eta: float) -> Path | None:
-    """The edit itself among the files a run wrote for ``eta`` (not the input | edit picture)."""
-    return next((f for f in files if f.name.startswith(f"{stem}_eta{eta:.2f}_0")), None)
+def edit_of(files: list[Path], prefix: str) -> Path | None:
+    """The edit itself among the files one run wrote under ``prefix`` (not the input | edit picture)."""
+    return next((f for f in files if f.name.startswith(f"{prefix}_0") and f.suffix == ".png"), None)
 
 
 def write_side_by_side(input_picture: Path, edits: list[tuple[float, Path]], path: Path) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 
@@ -110,6 +111,18 @@ class ImagicAutoEta(io.ComfyNode):
                 io.String.Output(display_name="scores", tooltip="Every eta's scores and the choice, as JSON."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, eta_min=None, eta_max=None) -> bool | str:
+        """At /prompt time, before the training nodes run: the eta range as typed (linked values: when running)."""
+        for name, value in (("eta_min", eta_min), ("eta_max", eta_max)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                return str(fail(NODE_ID, f"{name} is {value!r}, not a finite number",
+                                f"set {name} to a number (eta 0 = the input, 1 = the target text)"))
+        if eta_min is not None and eta_max is not None and eta_min > eta_max:
+            return str(fail(NODE_ID, f"eta_min {eta_min} is larger than eta_max {eta_max}", "swap them"))
+        return True
 
     @classmethod
     def execute(cls, model, finetuned_model, optimized, target, negative, latent, vae, eta_min, eta_max, count,

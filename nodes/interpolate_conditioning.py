@@ -55,12 +55,15 @@ class ImagicInterpolateConditioning(io.ComfyNode):
                                        "[0, 1] extrapolates."),
             ],
             outputs=[io.Conditioning.Output(tooltip="eta * target + (1 - eta) * optimized, for the sampler's positive "
-                                                    "input.")],
+                                                    "input."),
+                     io.Float.Output(display_name="eta", tooltip="The eta used, e.g. for Imagic Labelled Grid's eta "
+                                                                 "input: a label written '{eta}' then follows this "
+                                                                 "widget.")],
         )
 
     @classmethod
     def execute(cls, optimized, target, eta) -> io.NodeOutput:
-        return io.NodeOutput(interpolated(optimized, target, eta))
+        return io.NodeOutput(interpolated(optimized, target, eta), eta)
 
 
 def interpolated(optimized: list, target: list, eta: float) -> list:

@@ -21,6 +21,7 @@ by the UNet); the loader rebuilds both.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -39,6 +40,7 @@ from .errors import fail
 from .tiny_checkpoint import _generator, _init_weights
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "imagic_shapes.safetensors"
+REINSTALL = "reinstall the pack (the file is part of it) or run bench/train_shapes_model.py"
 CONTEXT = 64  # width of the text encoder = cross-attention context of the UNet
 
 
@@ -177,11 +179,50 @@ def checkpoint_metadata(path: Path | str = CHECKPOINT) -> dict:
     return out
 
 
+def digest_path(path: Path) -> Path:
+    """Where the file's sha256 is recorded: beside it, as ``<name>.sha256`` (sha256sum's format)."""
+    return path.with_name(path.name + ".sha256")
+
+
+def file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def write_digest(path: Path) -> Path:
+    out = digest_path(Path(path))
+    out.write_text(f"{file_digest(Path(path))}  {Path(path).name}\n", encoding="utf-8")
+    return out
+
+
+def check_shipped(path: Path) -> None:
+    """The shipped file as shipped: present, and its sha256 the one recorded beside it (a truncated, bit-flipped
+    or replaced file would otherwise fail later with a message that does not say so)."""
+    if not path.is_file():
+        raise fail(NODE_ID, f"the shipped model file {path} is missing", REINSTALL)
+    recorded = digest_path(path)
+    try:
+        expected = recorded.read_text(encoding="utf-8").split()[0].lower()
+    except (OSError, IndexError, UnicodeDecodeError):
+        raise fail(NODE_ID, f"the checksum of the shipped model file is missing or unreadable ({recorded})",
+                   REINSTALL) from None
+    actual = file_digest(path)
+    if actual != expected:
+        raise fail(NODE_ID, f"the shipped model file {path} is damaged or was replaced: its sha256 {actual[:16]}... "
+                            f"differs from the one recorded in {recorded.name} ({expected[:16]}...)", REINSTALL)
+
+
+NODE_ID = "ImagicShapesCheckpoint"
+
+
 class ImagicShapesCheckpoint(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="ImagicShapesCheckpoint",
+            node_id=NODE_ID,
             display_name="Imagic Shapes Checkpoint (demo)",
             category="Imagic/demo",
             description=(
@@ -198,8 +239,18 @@ class ImagicShapesCheckpoint(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls) -> str:
+        """A file replaced or repaired (reinstalled) is loaded (and checked) again, not taken from the cache."""
+        try:
+            stat = CHECKPOINT.stat()
+        except OSError:
+            return "missing"
+        return f"{CHECKPOINT}:{stat.st_size}:{stat.st_mtime_ns}"
+
+    @classmethod
     def execute(cls) -> io.NodeOutput:
-        if not CHECKPOINT.is_file():
-            raise fail("ImagicShapesCheckpoint", f"the shipped model file {CHECKPOINT} is missing",
-                       "reinstall the pack (the file is part of it) or run bench/train_shapes_model.py")
-        return io.NodeOutput(*load_shapes_checkpoint())
+        check_shipped(CHECKPOINT)
+        try:
+            return io.NodeOutput(*load_shapes_checkpoint(CHECKPOINT))
+        except Exception as e:  # checked above: a file that matches its checksum and does not load is not ours
+            raise fail(NODE_ID, f"the shipped model file {CHECKPOINT} does not load ({e})", REINSTALL) from e

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from asserts import assert_clear
+from asserts import assert_clear, validation_message
 from graphs import imagic_graph, write_input_image
 from pack import sub
 
@@ -109,10 +109,16 @@ def test_the_input_itself_scores_below_zero(comfy, image):
     assert s.text_gain < 0 and s.distance == 0.0, s
 
 
-def test_bad_eta_range_is_a_clear_error(comfy, image):
-    comfy.run(auto_eta_graph(image, eta_min=0.9, eta_max=0.3), expect_success=False)
-    error = comfy.events("execution_error")[0]
-    assert_clear(Exception(error["exception_message"]), "ImagicAutoEta", "eta_min", "eta_max")
+@pytest.mark.parametrize("values, words", [
+    ({"eta_min": 0.9, "eta_max": 0.3}, ["eta_min 0.9 is larger than eta_max 0.3", "swap them"]),
+    ({"eta_min": float("nan")}, ["eta_min is nan", "not a finite number"]),
+    ({"eta_max": float("inf")}, ["eta_max is inf", "not a finite number"]),
+])
+def test_bad_eta_range_is_refused_before_training(comfy, image, values, words):
+    """Checked by /prompt validation (issue 23: it used to fire only after both training nodes had run)."""
+    ok, _, _, node_errors = comfy.validate(auto_eta_graph(image, **values))
+    assert not ok and set(node_errors) == {"20"}, node_errors
+    assert_clear(validation_message(node_errors, "20"), "ImagicAutoEta", *words)
 
 
 def test_schema_has_tooltips_and_a_help_page(comfy):

@@ -146,7 +146,7 @@ def test_the_demo_template_samples_the_model_as_it_was_measured(comfy):
     assert tune[:4] == [demo.SETTINGS["tune_steps"], b["learning_rate"], b["method"], b["lora_rank"]], tune
     (eta,) = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "ImagicInterpolateConditioning"]
     labels = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "ImagicLabelledGrid"]
-    assert labels and all(f"eta {eta:g}" in label for label in labels), (eta, labels)  # the picture says its eta
+    assert labels and all("eta {eta}" in label for label in labels), (eta, labels)  # the picture says its eta
 
 
 def test_scene_node_gives_the_picture_and_its_caption(comfy):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -164,6 +165,18 @@ def test_demo_runs_as_shipped_with_no_download(workflow_server, object_info):
     strip = round(GRID.font_size(128) * 1.6)
     assert sorted(i.size for i in saved_images(workflow_server, result)) == [(128, 128), (3 * 128 + 2 * GRID.GAP,
                                                                                           strip + 128)]
+    # issue 23, bug 6: C's eta changed to 0.9 and run again (A and B cached): the picture says 0.9, not 0.8
+    (mix,) = [k for k, n in prompt.items() if n["class_type"] == "ImagicInterpolateConditioning"]
+    assert prompt[mix]["inputs"]["eta"] == 0.8
+    prompt[mix]["inputs"]["eta"] = 0.9
+    result = workflow_server.run_prompt(prompt)
+    assert_success(result)
+    (cached,) = [m[1]["nodes"] for m in result["status"]["messages"] if m[0] == "execution_cached"]
+    trained = [k for k, n in prompt.items() if n["class_type"].startswith(("ImagicOptimize", "ImagicFinetune"))]
+    assert trained and set(trained) <= set(cached)
+    (picture,) = [i for i in saved_images(workflow_server, result) if i.size[0] > 128]
+    label = picture.convert("RGB").crop((128 + GRID.GAP, 0, 2 * 128 + GRID.GAP, strip))
+    assert np.array_equal(np.asarray(label), np.asarray(GRID.label_strip("Imagic, eta 0.9", 128, strip)))
 
 
 @host
@@ -172,7 +185,19 @@ def test_eta_grid_runs_on_the_tiny_model_as_a_labelled_grid(workflow_server, obj
     workflow = load("imagic_eta_grid")
     (grid_node,) = nodes(workflow, "ImagicLabelledGrid")
     etas = sorted(n["widgets_values"][0] for n in nodes(workflow, "ImagicInterpolateConditioning"))
-    assert grid_node["widgets_values"] == ["input\n" + "\n".join(f"eta {e:.1f}" for e in etas), 4]
+    assert etas == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    # each label follows its branch's eta widget (issue 23): "eta {eta}", fed by that branch's Interpolate node
+    assert grid_node["widgets_values"] == ["input\n" + "\n".join("eta {eta}" for _ in etas), 4]
+    prompt = api_prompt(workflow, object_info)
+    (grid_id,) = [k for k, n in prompt.items() if n["class_type"] == "ImagicLabelledGrid"]
+    shown = []
+    for k in range(2, 8):
+        decode, _ = prompt[grid_id]["inputs"][f"images_{k}"]
+        sampler, _ = prompt[decode]["inputs"]["samples"]
+        mix, _ = prompt[sampler]["inputs"]["positive"]
+        assert prompt[grid_id]["inputs"][f"eta_{k}"] == [mix, 1]
+        shown.append(prompt[mix]["inputs"]["eta"])
+    assert shown == etas
     result = workflow_server.run_prompt(tiny(api_prompt(workflow, object_info)))
     assert_success(result)
     (image,) = saved_images(workflow_server, result)
