@@ -20,9 +20,10 @@ from ..core.auto_eta import (
     scores_json,
 )
 from ..core.grid import labelled_row, pil_to_tensor, tensor_to_pils
-from .comfy_model import clean_latent
+from .comfy_model import clean_latent, context_width, latent_channels
 from .conditioning_io import model_entries
 from .errors import fail
+from .families import check_family, family_name
 from .interpolate_conditioning import interpolated
 from .training_run import frozen_denoiser
 
@@ -51,6 +52,36 @@ def score(model, latent: dict, outputs: list[torch.Tensor], etas: list[float], t
         xs = [clean_latent(denoiser.base, {"samples": x}, device) for x in outputs]
         return score_edits(denoiser, x_input, xs, etas, model_entries(target, device),
                            model_entries(optimized, device), seed=seed, draws=draws)
+
+
+def check_fit(model, finetuned_model, conditionings: dict, latent: dict, vae) -> None:
+    """Refuse, before any sampling, inputs that do not belong together: a text encoding, model or VAE of another
+    family, a latent that is no photo (all zeros: an Empty Latent Image), or the two models swapped."""
+    check_family(NODE_ID, model, conditionings["target"])
+    width, family = context_width(model), family_name(model)
+    for name, conditioning in conditionings.items():
+        for tensor, _ in conditioning:
+            if width is not None and tensor.shape[-1] != width:
+                raise fail(NODE_ID, f"the {name} conditioning is {tensor.shape[-1]} wide but this {family} model "
+                                    f"expects {width} (text encoder of another model family)",
+                           f"encode the {name} text with the CLIP of the same checkpoint as the model")
+    if family_name(finetuned_model) != family:
+        raise fail(NODE_ID, f"finetuned_model is a {family_name(finetuned_model)} model but model is {family}",
+                   "connect Imagic Finetune UNet's model output, trained from this model, to finetuned_model")
+    if not finetuned_model.patches:
+        swapped = " while model carries one: the two inputs are swapped" if model.patches else ""
+        raise fail(NODE_ID, f"finetuned_model carries no fine-tune (no weight patches){swapped}",
+                   "connect the base model to model and Imagic Finetune UNet's model output (or the saved fine-tune "
+                   "through a LoRA loader) to finetuned_model")
+    channels, samples = latent_channels(model), latent["samples"]
+    for name, found in (("latent", samples.shape[1]), ("vae", getattr(vae, "latent_channels", None))):
+        if channels is not None and found is not None and found != channels:
+            raise fail(NODE_ID, f"the {name} has {found}-channel latents but this {family} model works on "
+                                f"{channels} (another model family's VAE)",
+                       "use the VAE of the same checkpoint as the model (and encode the photo with it)")
+    if not torch.any(samples):
+        raise fail(NODE_ID, "the latent is all zeros (an Empty Latent Image, not the input photo)",
+                   "connect the VAE Encode output of the input photo (the latent Imagic trained on)")
 
 
 class ImagicAutoEta(io.ComfyNode):
@@ -133,6 +164,8 @@ class ImagicAutoEta(io.ComfyNode):
                        "connect the VAE Encode output of the input photo")
         if eta_min > eta_max:
             raise fail(NODE_ID, f"eta_min {eta_min} is larger than eta_max {eta_max}", "swap them")
+        check_fit(model, finetuned_model, {"target": target, "optimized": optimized, "negative": negative}, latent,
+                  vae)
         etas = eta_candidates(eta_min, eta_max, count)
         outputs = [sample(finetuned_model, interpolated(optimized, target, eta), negative, latent, seed, steps, cfg,
                           sampler_name, scheduler) for eta in etas]

@@ -121,6 +121,32 @@ def test_bad_eta_range_is_refused_before_training(comfy, image, values, words):
     assert_clear(validation_message(node_errors, "20"), "ImagicAutoEta", *words)
 
 
+OTHER = {"30": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": "sdxl", "seed": 0}},
+         "31": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["30", 1], "text": "a photo of a sitting dog"}},
+         "32": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": "flux", "seed": 0}},
+         "33": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}}
+
+
+@pytest.mark.parametrize("wiring, words", [
+    ({"target": ["31", 0]}, ["the target conditioning is", "another model family", "CLIP of the same checkpoint"]),
+    ({"negative": ["31", 0]}, ["the negative conditioning is", "another model family", "negative text"]),
+    ({"vae": ["32", 2]}, ["the vae has 16-channel latents", "works on 4", "VAE of the same checkpoint"]),
+    ({"finetuned_model": ["30", 0]}, ["finetuned_model is a SDXL model but model is SD15", "trained from this"]),
+    ({"latent": ["33", 0]}, ["the latent is all zeros", "Empty Latent Image", "VAE Encode output of the input"]),
+    ({"model": ["6", 0], "finetuned_model": ["1", 0]}, ["finetuned_model carries no fine-tune",
+                                                        "the two inputs are swapped", "base model to model"]),
+], ids=["target of another CLIP", "negative of another CLIP", "VAE of another family",
+        "fine-tune of another family", "empty latent", "models swapped"])
+def test_inputs_that_do_not_belong_together_are_refused_before_sampling(comfy, image, wiring, words):
+    """Issue 23: these gave raw torch errors, an error naming another node, distances of 7.5e11, or ran silently."""
+    graph = {**auto_eta_graph(image), **OTHER}
+    graph["20"]["inputs"].update(wiring)
+    comfy.run(graph, expect_success=False)
+    error = comfy.events("execution_error")[0]
+    assert error["node_type"] == "ImagicAutoEta", error
+    assert_clear(error["exception_message"], "ImagicAutoEta", *words)
+
+
 def test_schema_has_tooltips_and_a_help_page(comfy):
     schema = comfy.nodes.NODE_CLASS_MAPPINGS["ImagicAutoEta"].GET_SCHEMA()
     assert schema.category == "Imagic" and schema.description
