@@ -256,7 +256,7 @@ class ImagicTinyCheckpoint(io.ComfyNode):
         return io.Schema(
             node_id="ImagicTinyCheckpoint",
             display_name="Imagic Tiny Checkpoint (demo)",
-            category="Imagic/testing",
+            category="Imagic/demo",
             description=(
                 "Builds a tiny model of the chosen family with random weights, in memory, without "
                 "downloads: the real ComfyUI model, text encoder and (TAESD) VAE classes, shrunk. Use "

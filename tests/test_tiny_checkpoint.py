@@ -140,7 +140,7 @@ def test_vae_encode_decode(built):
 
 def test_node_schema(tc):
     schema = tc.ImagicTinyCheckpoint.define_schema()
-    assert schema.node_id == "ImagicTinyCheckpoint" and schema.category == "Imagic/testing"
+    assert schema.node_id == "ImagicTinyCheckpoint" and schema.category == "Imagic/demo"
     assert schema.description
     assert [i.id for i in schema.inputs] == ["family", "seed"]
     assert list(schema.inputs[0].options) == list(tc.FAMILIES)

@@ -51,7 +51,7 @@ def test_workflow_is_a_frontend_file_with_consistent_links(name):
 def test_notes_say_which_checkpoint_the_workflow_expects(name):
     workflow = load(name)
     text = notes_text(workflow)
-    checkpoints = named_files(workflow)["checkpoints"]
+    checkpoints = {f for kind, files in named_files(workflow).items() if kind != "input" for f in files}
     if name == "imagic_demo_shapes":  # the built-in model: nothing to download, and the notes say so
         assert not checkpoints and nodes(workflow, "ImagicShapesCheckpoint") and "no download" in text
         return

@@ -15,8 +15,11 @@ from pack import ROOT, sub
 
 WORKFLOWS = ROOT / "workflows"
 NAMES = ("imagic_demo_shapes", "imagic_edit", "imagic_reuse_finetune", "imagic_eta_grid",
-         "baseline_sdedit", "baseline_instructpix2pix")
+         "baseline_sdedit", "baseline_instructpix2pix", "imagic_edit_sdxl", "imagic_edit_sd3", "imagic_edit_flux")
 MODEL_WIDGETS = {"CheckpointLoaderSimple": "checkpoints", "ImagicLoadFinetune": "loras"}
+# Loaders of separate model files (SD3's and Flux's templates): their folder and how many file-name widgets.
+FILE_WIDGETS = {"UNETLoader": ("diffusion_models", 1), "VAELoader": ("vae", 1),
+                "DualCLIPLoader": ("text_encoders", 2), "TripleCLIPLoader": ("text_encoders", 3)}
 TEST_IMAGE = "imagic_test_photo.png"
 
 
@@ -28,7 +31,10 @@ def named_files(workflow: dict) -> dict[str, set[str]]:
     """{"checkpoints": {...}, "loras": {...}, "input": {...}}: the files the workflow's widgets name."""
     found: dict[str, set[str]] = {"checkpoints": set(), "loras": set(), "input": set()}
     for node in workflow["nodes"]:
-        if node["type"] in MODEL_WIDGETS:
+        if node["type"] in FILE_WIDGETS:
+            folder, count = FILE_WIDGETS[node["type"]]
+            found.setdefault(folder, set()).update(node["widgets_values"][:count])
+        elif node["type"] in MODEL_WIDGETS:
             found[MODEL_WIDGETS[node["type"]]].add(node["widgets_values"][0])
         elif node["type"] == "LoadImage":
             found["input"].add(node["widgets_values"][0])
@@ -39,7 +45,7 @@ def prepare_base(base: Path) -> Path:
     """Model stand-ins and input pictures for every shipped workflow under ``base``."""
     for name in NAMES:
         files = named_files(load(name))
-        for kind in ("checkpoints", "loras"):
+        for kind in set(files) - {"input"}:
             for filename in files[kind]:
                 path = base / "models" / kind / filename
                 path.parent.mkdir(parents=True, exist_ok=True)
