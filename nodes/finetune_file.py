@@ -27,6 +27,7 @@ from .errors import fail
 
 SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
 LOG = logging.getLogger("comfyui-imagic")
+SAVE_NODE_ID = "ImagicSaveFinetune"  # its target_text is checked before training (check_texts_to_save)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,6 +287,22 @@ def _node_name(prompt: dict, link) -> str:
     if not _is_link(link):
         return "?"
     return f"#{link[0]} {(prompt.get(link[0]) or {}).get('class_type', '?')}"
+
+
+def check_texts_to_save(prompt: dict | None) -> None:
+    """The target_text typed on every Imagic Save Finetune of the queued prompt, checked by the training nodes
+    before they train: a text no fine-tune file can store fails now, not after the training. (Not in the Save
+    node's validate_inputs: ComfyUI reports a failure there against each of its arguments, so a bad prefix would
+    be reported against target_text too.)"""
+    for node_id, node in (prompt or {}).items():
+        if not isinstance(node, dict) or node.get("class_type") != SAVE_NODE_ID:
+            continue
+        text = _literal(prompt, (node.get("inputs") or {}).get("target_text"))
+        if isinstance(text, str):
+            try:
+                fmt.check_text(text)
+            except fmt.FormatError as e:
+                raise fail(SAVE_NODE_ID, f"(node #{node_id}, checked before training) {e.problem}", e.fix) from e
 
 
 @dataclass

@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries
+from .finetune_file import check_texts_to_save
 from .finetune_weights import FullFinetune, LoraFinetune
 from .progress import loss_ui
 from .training_run import (
@@ -78,12 +79,14 @@ class ImagicFinetuneUNet(io.ComfyNode):
                                             "Load LoRA Model, Imagic Save Finetune)."),
                 io.LossMap.Output(display_name="loss", tooltip="Loss per step ({'loss': [...]})."),
             ],
+            hidden=[io.Hidden.prompt],  # an Imagic Save Finetune's target_text, checked before training
         )
 
     @classmethod
     def execute(cls, model, conditioning, latent, steps, learning_rate, method, lora_rank, seed,
                 low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
+        check_texts_to_save(cls.hidden.prompt if cls.hidden else None)  # a Save Finetune's text, before training
         learning_rate = learning_rate or DEFAULT_LEARNING_RATE[method]
         start = time.perf_counter()
         with training_mode():

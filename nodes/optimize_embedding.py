@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries, to_conditioning, trained_tensors
+from .finetune_file import check_texts_to_save
 from .progress import loss_ui
 from .training_run import (
     BATCH_SIZE_TOOLTIP,
@@ -58,12 +59,14 @@ class ImagicOptimizeEmbedding(io.ComfyNode):
                 io.LossMap.Output(display_name="loss",
                                   tooltip="Loss per step ({'loss': [...]}), for ComfyUI's Plot Loss Graph."),
             ],
+            hidden=[io.Hidden.prompt],  # an Imagic Save Finetune's target_text, checked before training
         )
 
     @classmethod
     def execute(cls, model, conditioning, latent, steps, learning_rate, seed,
                 low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
+        check_texts_to_save(cls.hidden.prompt if cls.hidden else None)  # a Save Finetune's text, before training
         start = time.perf_counter()
         with training_mode():
             settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size)

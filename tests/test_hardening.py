@@ -128,11 +128,33 @@ def test_a_symlink_out_of_the_loras_folder_is_refused(comfy, saved, tmp_path):
         link.unlink()
 
 
-def test_a_target_text_too_large_for_the_file_is_refused_before_training(comfy, saved):
+@pytest.mark.parametrize("first", ["5", "6"], ids=["optimize embedding", "finetune unet"])
+def test_a_target_text_too_large_for_the_file_is_refused_before_training(comfy, saved, first):
+    """Checked by the training node that runs first, before it trains (not by the Save node's validation, which
+    would report a bad prefix against target_text too: issue 23). '6': a graph without Optimize Embedding."""
+    graph = with_save(saved, text="x" * (fmt.MAX_TEXT_BYTES + 1))
+    graph[first] = {**graph[first], "inputs": {**graph[first]["inputs"], "seed": 77}}  # not cached: it runs
+    if first == "6":
+        graph = {k: v for k, v in graph.items() if k not in ("5", "7", "8", "9", "10")}
+        graph["6"]["inputs"]["conditioning"] = graph["20"]["inputs"]["optimized"] = ["2", 0]
     before = files(comfy)
-    _, _, _, node_errors = comfy.validate(with_save(saved, text="x" * (fmt.MAX_TEXT_BYTES + 1)))
-    assert_clear(validation_message(node_errors, "20"), SAVE, f"{fmt.MAX_TEXT_BYTES + 1} bytes", "shorten")
+    comfy.run(graph, expect_success=False)  # validation passes it; the training node refuses it
+    error = error_of(comfy)
+    assert error["node_id"] == first, error
+    assert_clear(error["exception_message"], SAVE, "#20", f"{fmt.MAX_TEXT_BYTES + 1} bytes", "before training",
+                 "shorten target_text")
+    assert "check_texts_to_save" in "".join(error["traceback"])  # at the start of execute, before training
     assert files(comfy) == before
+
+
+def test_a_bad_prefix_is_reported_once_against_filename_prefix(comfy, saved):
+    """Issue 23: ComfyUI reports a failed validate_inputs against each of its arguments; the prefix error was
+    reported twice, once against target_text."""
+    _, _, _, node_errors = comfy.validate(with_save(saved, prefix="../escaped", text="a photo of a sitting dog"))
+    errors = node_errors["20"]["errors"]
+    assert [e["extra_info"]["input_name"] for e in errors] == ["filename_prefix"], errors
+    assert_clear(validation_message(node_errors, "20"), SAVE, "filename_prefix", "'../escaped'",
+                 "short relative prefix inside the loras folder")
 
 
 def test_optimized_wired_to_the_target_text_is_refused(comfy, saved):
