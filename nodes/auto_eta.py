@@ -54,19 +54,29 @@ def score(model, latent: dict, outputs: list[torch.Tensor], etas: list[float], t
                            model_entries(optimized, device), seed=seed, draws=draws)
 
 
+def _width(conditioning) -> int | None:
+    return conditioning[0][0].shape[-1] if conditioning else None
+
+
 def check_fit(model, finetuned_model, conditionings: dict, latent: dict, vae) -> None:
     """Refuse, before any sampling, inputs that do not belong together: a text encoding, model or VAE of another
-    family, a latent that is no photo (all zeros: an Empty Latent Image), or the two models swapped."""
+    family, a latent that is no photo (constant, e.g. all zeros: an Empty Latent Image), or the two models swapped."""
+    family, tuned_family = family_name(model), family_name(finetuned_model)
+    if tuned_family != family and _width(conditionings["target"]) == context_width(finetuned_model) \
+            != context_width(model):  # the scoring model is the odd one out
+        raise fail(NODE_ID, f"model is a {family} model but finetuned_model and the target conditioning are "
+                            f"{tuned_family}", "connect the base model the fine-tune was trained from (the one "
+                                               "given to Imagic Optimize Embedding) to model")
     check_family(NODE_ID, model, conditionings["target"])
-    width, family = context_width(model), family_name(model)
+    width = context_width(model)
     for name, conditioning in conditionings.items():
         for tensor, _ in conditioning:
             if width is not None and tensor.shape[-1] != width:
                 raise fail(NODE_ID, f"the {name} conditioning is {tensor.shape[-1]} wide but this {family} model "
                                     f"expects {width} (text encoder of another model family)",
                            f"encode the {name} text with the CLIP of the same checkpoint as the model")
-    if family_name(finetuned_model) != family:
-        raise fail(NODE_ID, f"finetuned_model is a {family_name(finetuned_model)} model but model is {family}",
+    if tuned_family != family:
+        raise fail(NODE_ID, f"finetuned_model is a {tuned_family} model but model is {family}",
                    "connect Imagic Finetune UNet's model output, trained from this model, to finetuned_model")
     if not finetuned_model.patches:
         swapped = " while model carries one: the two inputs are swapped" if model.patches else ""
@@ -79,8 +89,10 @@ def check_fit(model, finetuned_model, conditionings: dict, latent: dict, vae) ->
             raise fail(NODE_ID, f"the {name} has {found}-channel latents but this {family} model works on "
                                 f"{channels} (another model family's VAE)",
                        "use the VAE of the same checkpoint as the model (and encode the photo with it)")
-    if not torch.any(samples):
-        raise fail(NODE_ID, "the latent is all zeros (an Empty Latent Image, not the input photo)",
+    if samples.numel() and bool(samples.max() == samples.min()):
+        what = ("all zeros (an Empty Latent Image" if not torch.any(samples)
+                else f"constant (every value {samples.flatten()[0].item():g}")
+        raise fail(NODE_ID, f"the latent is {what}), not the input photo",
                    "connect the VAE Encode output of the input photo (the latent Imagic trained on)")
 
 

@@ -124,7 +124,18 @@ def test_bad_eta_range_is_refused_before_training(comfy, image, values, words):
 OTHER = {"30": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": "sdxl", "seed": 0}},
          "31": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["30", 1], "text": "a photo of a sitting dog"}},
          "32": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": "flux", "seed": 0}},
-         "33": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}}
+         "33": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+         "34": {"class_type": "LoadLatent", "inputs": {"latent": "auto_eta_constant.latent"}}}
+
+
+@pytest.fixture(scope="module")
+def constant_latent(comfy):
+    """A latent of one value everywhere (not zero) for Load Latent (node 34)."""
+    import safetensors.torch
+
+    safetensors.torch.save_file({"latent_tensor": torch.full((1, 4, 8, 8), 0.5),
+                                 "latent_format_version_0": torch.tensor([])},
+                                str(comfy.base / "input" / "auto_eta_constant.latent"))
 
 
 @pytest.mark.parametrize("wiring, words", [
@@ -133,11 +144,16 @@ OTHER = {"30": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": "sdxl
     ({"vae": ["32", 2]}, ["the vae has 16-channel latents", "works on 4", "VAE of the same checkpoint"]),
     ({"finetuned_model": ["30", 0]}, ["finetuned_model is a SDXL model but model is SD15", "trained from this"]),
     ({"latent": ["33", 0]}, ["the latent is all zeros", "Empty Latent Image", "VAE Encode output of the input"]),
+    ({"latent": ["34", 0]}, ["the latent is constant (every value 0.5)", "VAE Encode output of the input"]),
+    ({"model": ["30", 0]}, ["model is a SDXL model but finetuned_model and the target conditioning are SD15",
+                            "base model the fine-tune was trained from"]),
     ({"model": ["6", 0], "finetuned_model": ["1", 0]}, ["finetuned_model carries no fine-tune",
                                                         "the two inputs are swapped", "base model to model"]),
 ], ids=["target of another CLIP", "negative of another CLIP", "VAE of another family",
-        "fine-tune of another family", "empty latent", "models swapped"])
-def test_inputs_that_do_not_belong_together_are_refused_before_sampling(comfy, image, wiring, words):
+        "fine-tune of another family", "empty latent", "constant latent", "scoring model of another family",
+        "models swapped"])
+def test_inputs_that_do_not_belong_together_are_refused_before_sampling(comfy, image, constant_latent, wiring,
+                                                                        words):
     """Issue 23: these gave raw torch errors, an error naming another node, distances of 7.5e11, or ran silently."""
     graph = {**auto_eta_graph(image), **OTHER}
     graph["20"]["inputs"].update(wiring)
