@@ -359,3 +359,363 @@ def test_pil_to_tensor_gives_float32_rgb_from_any_mode():
     grey = Image.new("L", (5, 3), 51)
     t = grid.pil_to_tensor(grey)
     assert t.dtype == torch.float32 and t.shape == (1, 3, 5, 3) and torch.allclose(t, torch.full_like(t, 0.2))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# core/finetune_format.py
+
+fmt = sub("core.finetune_format")
+
+
+def _problem_and_fix(call, *args, **kwargs) -> tuple[str, str]:
+    with pytest.raises(fmt.FormatError) as e:
+        call(*args, **kwargs)
+    assert str(e.value) == f"{e.value.problem}. Fix: {e.value.fix}"
+    return e.value.problem, e.value.fix
+
+
+SAVE_AGAIN = "the file is damaged: save the fine-tune again"
+EDITED = "the file is damaged or was edited: save the fine-tune again"
+CONNECT_LORA = "connect the 'lora' output of Imagic Finetune UNet"
+
+
+def test_format_errors_say_the_problem_and_the_fix():
+    e = fmt.FormatError("it broke", "mend it")
+    assert (e.problem, e.fix, str(e)) == ("it broke", "mend it", "it broke. Fix: mend it")
+
+
+def test_a_target_text_over_the_limit_is_refused_in_bytes_not_characters():
+    fmt.check_text("x" * fmt.MAX_TEXT_BYTES)
+    fmt.check_text("é" * (fmt.MAX_TEXT_BYTES // 2))
+    problem, fix = _problem_and_fix(fmt.check_text, "é" * (fmt.MAX_TEXT_BYTES // 2 + 1))
+    assert problem == (f"the target text is {fmt.MAX_TEXT_BYTES + 2} bytes; a fine-tune file stores at most "
+                       f"{fmt.MAX_TEXT_BYTES} bytes of text")
+    assert fix == "shorten target_text (a prompt is usually a few hundred bytes)"
+    fmt.check_text("\ud800")  # a lone surrogate (from JSON) is counted, not an encoding error
+
+
+def test_conditioning_errors_name_the_entry_and_the_fix():
+    assert _problem_and_fix(fmt.conditioning_to_tensors, [[torch.zeros(1, 2, 3), {}], (torch.zeros(1), {}, 1)]) == (
+        "e_opt entry 1 is not a [tensor, dict] pair", "connect the 'optimized' output of Imagic Optimize Embedding")
+    for bad in ([torch.zeros(1), {}], [[torch.zeros(1)], {}], [torch.zeros(1), []], "ab", [torch.zeros(1)]):
+        with pytest.raises(fmt.FormatError, match="not a \\[tensor, dict\\] pair"):
+            fmt.conditioning_to_tensors([bad] if bad != [torch.zeros(1), {}] else [(torch.zeros(1), {}, 1)])
+    nan = [[torch.zeros(1, 2, 3), {"pooled_output": torch.tensor([float("nan")])}]]
+    assert _problem_and_fix(fmt.conditioning_to_tensors, nan) == (
+        "e_opt has NaN or infinite values (in 'imagic.e_opt.0.pooled_output')",
+        "run Imagic Optimize Embedding again with a lower learning_rate")
+    assert _problem_and_fix(fmt.conditioning_from_tensors, {}, [{"tensors": ["cross_attn"]}]) == (
+        "the e_opt tensor 'imagic.e_opt.0.cross_attn' listed in the metadata is missing", SAVE_AGAIN)
+    flat = {"imagic.e_opt.0.cross_attn": torch.zeros(2, 3)}
+    assert _problem_and_fix(fmt.conditioning_from_tensors, flat, [{"tensors": ["cross_attn"]}]) == (
+        "e_opt entry 0 has no 'cross_attn' tensor of shape (batch, tokens, width)", SAVE_AGAIN)
+    pooled_only = {"imagic.e_opt.0.pooled_output": torch.zeros(1, 3)}
+    with pytest.raises(fmt.FormatError, match="no 'cross_attn' tensor"):
+        fmt.conditioning_from_tensors(pooled_only, [{"tensors": ["pooled_output"]}])
+
+
+def test_conditioning_without_plain_values_round_trips_to_an_entry_without_them():
+    tensors, layout, dropped = fmt.conditioning_to_tensors([[torch.ones(1, 2, 3), {"hook": object()}]])
+    assert dropped == ["0.hook"] and layout == [{"tensors": ["cross_attn"], "values": {}}]
+    back = fmt.conditioning_from_tensors(tensors, [{"tensors": ["cross_attn"]}])  # no "values" key at all
+    assert back[0][1] == {} and torch.equal(back[0][0], torch.ones(1, 2, 3))
+
+
+def test_plain_values_of_an_entry_are_stored_as_json_and_others_reported():
+    values = {"n": None, "b": True, "i": 3, "f": 0.5, "s": "x", "t": (1, [2, "y"]), "d": {"k": (1, 2)}}
+    cond = [[torch.zeros(1, 2, 3), {**values, "obj": object(), "int_keys": {1: 2}, "deep": [object()],
+                                    "deep_dict": {"k": object()}}]]
+    _, layout, dropped = fmt.conditioning_to_tensors(cond)
+    assert layout[0]["values"] == {"n": None, "b": True, "i": 3, "f": 0.5, "s": "x", "t": [1, [2, "y"]],
+                                   "d": {"k": [1, 2]}}
+    assert dropped == ["0.obj", "0.int_keys", "0.deep", "0.deep_dict"]
+    with pytest.raises(TypeError, match="^object$"):
+        fmt._json_value(object())
+
+
+def test_unet_key_checks_say_what_is_wrong_and_the_fix():
+    assert _problem_and_fix(fmt.check_unet_keys, {"diffusion_model.a.diff": torch.zeros(1),
+                                                  "diffusion_model.a.weight": torch.zeros(1),
+                                                  "x.lora_up.weight": torch.zeros(1)}) == (
+        "the fine-tune has 2 key(s) that are not UNet LoRA/diff weights (e.g. 'diffusion_model.a.weight')",
+        CONNECT_LORA)
+    assert _problem_and_fix(fmt.check_unet_keys, {"diffusion_model.b.diff": torch.tensor([float("inf")]),
+                                                  "diffusion_model.a.diff": torch.zeros(1)}) == (
+        "the fine-tune has NaN or infinite values (in 'diffusion_model.b.diff')",
+        "train again with a lower learning_rate")
+    assert _problem_and_fix(fmt.method_of, ["imagic.e_opt.0.cross_attn"]) == (
+        "the fine-tune holds no UNet weights (no 'diffusion_model.' keys)", CONNECT_LORA)
+    assert fmt.method_of(["diffusion_model.a.diff_b", "diffusion_model.a.lora_up.weight"]) == "full"
+    assert fmt.method_of(["diffusion_model.a.diff", "diffusion_model.a.lora_up.weight"]) == "full"
+    assert fmt.method_of(["diffusion_model.a.alpha", "diffusion_model.a.lora_up.weight"]) == "lora"
+    assert fmt.lora_rank_of({"diffusion_model.a.diff": torch.zeros(2, 2)}) is None
+    assert fmt.lora_rank_of({"diffusion_model.a.lora_down.weight": torch.zeros(2, 4),
+                             "diffusion_model.b.lora_down.weight": torch.zeros(5, 4)}) == 5
+
+
+def test_fit_checks_name_the_weight_and_the_fix():
+    fix = "connect the model the fine-tune was trained from (the 'model' input of Imagic Finetune UNet)"
+    shapes = {"a.weight": (16, 3, 2, 2), "a.bias": (16,)}
+    assert _problem_and_fix(fmt.check_fits, {"diffusion_model.b.diff": torch.zeros(1)}, shapes) == (
+        "the fine-tune patches 'b.weight', which this model does not have", fix)
+    fmt.check_fits({"diffusion_model.a.lora_down.weight": torch.zeros(4, 3, 2, 2),
+                    "diffusion_model.a.lora_up.weight": torch.zeros(16, 4, 1, 1)}, shapes)
+    # a down factor whose rows are the kernel's size but of another layout is still one of 12 values per row
+    assert _problem_and_fix(fmt.check_fits, {"diffusion_model.a.lora_down.weight": torch.zeros(4, 11)}, shapes) == (
+        "'diffusion_model.a.lora_down.weight' has shape (4, 11), which does not fit 'a.weight' (16, 3, 2, 2)", fix)
+    with pytest.raises(fmt.FormatError, match="does not fit"):  # a rank-1 down factor of the wrong width
+        fmt.check_fits({"diffusion_model.a.lora_down.weight": torch.zeros(1, 11)}, shapes)
+    fmt.check_fits({"diffusion_model.a.lora_down.weight": torch.zeros(1, 12)}, shapes)
+
+
+def _delta_and_cond():
+    g = torch.Generator().manual_seed(7)
+    full = {"diffusion_model.a.diff": torch.randn(8, 6, generator=g), "diffusion_model.a.diff_b": torch.randn(8)}
+    lora = {"diffusion_model.a.lora_up.weight": torch.randn(8, 3, generator=g),
+            "diffusion_model.a.lora_down.weight": torch.randn(3, 6, generator=g)}
+    cond = [[torch.randn(1, 4, 6, generator=g), {"strength": 0.5, "hook": object()}]]
+    return full, lora, cond
+
+
+FILE_ARGS = dict(svd_rank=2, fingerprint={"architecture": "abc", "sample": [1.0]}, model_family="SD15",
+                 target_text="a dog", suggested_eta=0.7)
+
+
+@pytest.mark.parametrize("kind, storage", [("lora", "svd"), ("full", "exact"), ("full", "svd")])
+def test_build_file_stores_the_delta_as_asked_e_opt_and_metadata_that_reads_back(kind, storage):
+    full, lora, cond = _delta_and_cond()
+    delta = lora if kind == "lora" else full
+    steps = []
+    tensors, meta, dropped = fmt.build_file(delta, cond, storage=storage, training={"finetune_steps": 9},
+                                            on_step=lambda i, n: steps.append((i, n)), **FILE_ARGS)
+    e_opt, layout, _ = fmt.conditioning_to_tensors(cond)
+    stored = "lora" if kind == "lora" else storage
+    unet = fmt.unet_tensors(delta, stored, 2)
+    assert tensors.keys() == {**unet, **e_opt}.keys()
+    assert all(torch.equal(tensors[k], v) for k, v in {**unet, **e_opt}.items())
+    assert dropped == ["0.hook"]
+    assert steps == ([(1, 1)] if stored == "svd" else [])
+    info = fmt.read_metadata(meta)
+    assert (info.method, info.storage) == (kind, stored)
+    assert info.fingerprint == FILE_ARGS["fingerprint"] and info.e_opt_layout == layout
+    assert (info.model_family, info.target_text, info.suggested_eta) == ("SD15", "a dog", 0.7)
+    assert info.digest == fmt.tensors_digest(tensors)
+    expected = {"finetune_steps": 9, **({"lora_rank": 3} if kind == "lora" else {}),
+                **({"svd_rank": 2} if stored == "svd" else {})}
+    assert info.training == expected
+    assert fmt.build_file(delta, cond, storage=storage, **FILE_ARGS)[1].get("imagic.finetune_steps") is None
+
+
+def test_build_file_extracts_with_the_randomised_svd_only_when_asked(monkeypatch):
+    full, _, cond = _delta_and_cond()
+    asked = []
+    real = fmt.svd_extract
+    monkeypatch.setattr(fmt, "svd_extract", lambda d, r, lowrank=False: asked.append(lowrank) or real(d, r))
+    fmt.build_file(full, cond, storage="svd", **FILE_ARGS)
+    fmt.build_file(full, cond, storage="svd", lowrank=True, **FILE_ARGS)
+    fmt.unet_tensors(full, "svd")
+    assert asked == [False, True, False]
+
+
+def test_svd_storage_keeps_the_deltas_dtype_and_extracts_at_rank_64_by_default():
+    delta = {"diffusion_model.a.diff": torch.randn(70, 80).half()}
+    out = fmt.unet_tensors(delta, "svd")
+    assert out["diffusion_model.a.lora_up.weight"].dtype == torch.float16
+    assert out["diffusion_model.a.lora_down.weight"].shape == (64, 80)
+    assert out["diffusion_model.a.lora_up.weight"].shape == (70, 64)
+    with pytest.raises(ValueError, match=r"^unknown storage 'zip'$"):
+        fmt.unet_tensors(delta, "zip")
+
+
+def test_svd_extract_is_the_exact_truncated_svd_at_rank_1_and_on_1d_kernels():
+    g = torch.Generator().manual_seed(8)
+    m = torch.randn(10, 7, generator=g)
+    up, down = fmt.svd_extract(m, 1)
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    assert up.shape == (10, 1) and down.shape == (1, 7)
+    assert torch.allclose(up @ down, s[0] * torch.outer(u[:, 0], vh[0]), atol=1e-5)
+    kernel = torch.randn(6, 4, 3, generator=g)  # a 1-d convolution
+    up, down = fmt.svd_extract(kernel, 2)
+    assert up.shape == (6, 2, 1) and down.shape == (2, 4, 3)
+
+
+def test_lowrank_extraction_is_torchs_randomised_svd_with_10_extra_columns_and_2_iterations():
+    g = torch.Generator().manual_seed(9)
+    m = torch.randn(40, 30, generator=g)
+    torch.manual_seed(0)
+    up, down = fmt.svd_extract(m, 4, lowrank=True)
+    torch.manual_seed(0)
+    u, s, v = torch.svd_lowrank(m, q=14, niter=2)
+    assert torch.allclose(up, u[:, :4] * s[:4], atol=1e-6) and torch.allclose(down, v.T[:4], atol=1e-6)
+
+
+def test_the_optional_clamp_is_at_the_quantile_of_both_factors_both_ways():
+    g = torch.Generator().manual_seed(10)
+    for scale, clamped in ((3.0, 0), (1e-3, 1)):  # large singular values: up is clamped; small ones: down
+        m = torch.randn(30, 20, generator=g) * scale
+        up0, down0 = fmt.svd_extract(m, 5)
+        up, down = fmt.svd_extract(m, 5, clamp_quantile=0.9)
+        hi = torch.quantile(torch.cat([up0.flatten(), down0.flatten()]), 0.9)
+        assert torch.equal(up, up0.clamp(-hi, hi)) and torch.equal(down, down0.clamp(-hi, hi))
+        factor = (up, down)[clamped]
+        assert factor.min() == -hi and factor.max() == hi  # clamped both ways
+
+
+def _fingerprint(shapes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    weights = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    return fmt.fingerprint(shapes, lambda n: weights[n]), weights
+
+
+def test_fingerprint_samples_every_matrix_evenly_by_name_from_first_to_last():
+    shapes = {f"m{i:02d}.weight": (4, 3) for i in range(5)} | {"v.bias": (4,), "empty.weight": (0, 3)}
+    fp, weights = _fingerprint(shapes)
+    assert fp["tensors"] == 7 and len(fp["architecture"]) == 32
+    expected = []
+    for name in sorted(n for n in shapes if n.startswith("m")):  # every matrix (5 < 32), the empty one left out
+        flat = weights[name].reshape(-1)
+        expected += [float(f"{float(flat[i]):.7g}") for i in fmt._sample_positions(name, 12, fmt.VALUES_PER_TENSOR)]
+    assert fp["sample"] == expected
+    one, _ = _fingerprint({"only.weight": (2, 2)})
+    assert len(one["sample"]) == fmt.VALUES_PER_TENSOR
+    many = {f"m{i:03d}.weight": (2, 2) for i in range(100)}
+    reads = []
+    fmt.fingerprint(many, lambda n: reads.append(n) or torch.zeros(2, 2))
+    assert reads[0] == "m000.weight" and reads[-1] == "m099.weight" and len(reads) == fmt.SAMPLED_TENSORS
+
+
+def test_sample_positions_are_4_byte_little_endian_words_of_the_names_sha256():
+    import hashlib
+
+    digest = hashlib.sha256(b"a.weight").digest()
+    words = [int.from_bytes(digest[4 * j:4 * j + 4], "little") for j in range(8)]
+    assert fmt._sample_positions("a.weight", 1000, 8) == [w % 1000 for w in words]
+    assert fmt._sample_positions("a.weight", 2 ** 40, 8) == words  # 4 bytes each: no position beyond 2^32
+
+
+def test_architecture_hash_covers_names_and_every_dimension():
+    base = {"a.weight": (4, 3), "b.weight": (2, 2)}
+    arch = fmt.fingerprint(base, lambda n: torch.zeros(base[n]))["architecture"]
+    for other in ({"a.weight": (4, 3), "b.weight": (2, 3)}, {"a.weight": (3, 4), "b.weight": (2, 2)},
+                  {"a.weight": (43,), "b.weight": (2, 2)}, {"a.weight": (4, 3), "c.weight": (2, 2)}):
+        assert fmt.fingerprint(other, lambda n, o=other: torch.zeros(o[n]))["architecture"] != arch
+    import hashlib
+
+    assert arch == hashlib.sha256(b"a.weight:4,3\nb.weight:2,2").hexdigest()[:32]
+
+
+def test_fingerprint_comparison_says_which_case_and_by_how_much():
+    saved = {"architecture": "aa", "tensors": 3, "sample": [1.0, 2.0, 2.0]}
+    check = fmt.compare_fingerprints(saved, dict(saved, architecture="bb", tensors=4))
+    assert (check.same, check.architecture_differs) == (False, True)
+    assert check.detail == ("the model has another architecture (weight names/shapes: 4 tensors, hash bb; the file's "
+                            "base: 3 tensors, hash aa)")
+    assert fmt.compare_fingerprints(saved, dict(saved)) == fmt.FingerprintCheck(True, False, "same weights")
+    assert fmt.compare_fingerprints(saved, dict(saved, sample=[1.0])) == fmt.FingerprintCheck(
+        False, False, "the weight samples have different lengths")
+    assert fmt.compare_fingerprints(saved, {"architecture": "aa", "tensors": 3}) == fmt.FingerprintCheck(
+        False, False, "the weight samples have different lengths")
+    empty = {"architecture": "aa"}
+    assert fmt.compare_fingerprints(empty, dict(empty)) == fmt.FingerprintCheck(
+        True, False, "same architecture (no weights to sample)")
+    near = fmt.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.015]))  # 0.5 % of the norm 3
+    assert near == fmt.FingerprintCheck(True, False, "same weights at another precision (sampled values differ by "
+                                                     "0.5 %)")
+    edge = fmt.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.03]))  # exactly the 1 % tolerance
+    assert edge.same and "another precision" in edge.detail
+    far = fmt.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.6]))
+    assert far == fmt.FingerprintCheck(False, False, "same architecture but other weights (sampled values differ by "
+                                                     "20 %)")
+    zero = {"architecture": "aa", "sample": [0.0, 0.0]}
+    tiny = fmt.compare_fingerprints(zero, dict(zero, sample=[0.0, 1e-13]))  # all-zero weights: no division by 0
+    assert not tiny.same and "other weights" in tiny.detail
+
+
+def _meta(**change):
+    meta = fmt.build_metadata(method="full", storage="svd", fingerprint={"architecture": "x", "tensors": 2,
+                                                                        "sample": [1.0, -2]},
+                              model_family="SDXL", target_text="t", suggested_eta=0.5,
+                              e_opt_layout=[{"tensors": ["cross_attn", "pooled_output"], "values": {"a": 1}}],
+                              digest="d", training={"svd_rank": 8, "embedding_learning_rate": 0.001})
+    meta.update(change)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def test_metadata_is_compact_json_and_every_field_reads_back():
+    meta = _meta()
+    assert meta["imagic.base_fingerprint"] == '{"architecture":"x","tensors":2,"sample":[1.0,-2]}'
+    assert meta["imagic.e_opt"] == '[{"tensors":["cross_attn","pooled_output"],"values":{"a":1}}]'
+    info = fmt.read_metadata(meta)
+    assert info == fmt.FinetuneInfo(format_version=1, method="full", storage="svd",
+                                    fingerprint={"architecture": "x", "tensors": 2, "sample": [1.0, -2]},
+                                    model_family="SDXL", target_text="t", suggested_eta=0.5,
+                                    e_opt_layout=[{"tensors": ["cross_attn", "pooled_output"], "values": {"a": 1}}],
+                                    digest="d", training={"svd_rank": 8, "embedding_learning_rate": 0.001})
+    bare = fmt.read_metadata(_meta(**{"imagic.model_family": None, "imagic.target_text": None}))
+    assert bare.model_family == "" and bare.target_text == ""
+    older = fmt.read_metadata(_meta(**{"imagic.format_version": "0"}))
+    assert older.format_version == 0
+    odd = fmt.read_metadata(_meta(**{"imagic.svd_rank": "eight"}))  # an unreadable optional number is left out
+    assert odd.training == {"embedding_learning_rate": 0.001}
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"imagic.format_version": None}, "the Imagic metadata has no valid format_version"),
+    ({"imagic.format_version": "one"}, "the Imagic metadata has no valid format_version"),
+    ({"imagic.method": None}, "the Imagic metadata is incomplete or invalid (KeyError: 'imagic.method')"),
+    ({"imagic.suggested_eta": "high"},
+     "the Imagic metadata is incomplete or invalid (ValueError: could not convert string to float: 'high')"),
+    ({"imagic.method": "dora"}, "unknown method/storage 'dora'/'svd' in the metadata"),
+    ({"imagic.method": "lora", "imagic.unet_storage": "zip"}, "unknown method/storage 'lora'/'zip' in the metadata"),
+    ({"imagic.e_opt": "[]"}, "the e_opt layout in the metadata (imagic.e_opt) is invalid"),
+    ({"imagic.base_fingerprint": "[]"}, "the base model fingerprint in the metadata (imagic.base_fingerprint) is "
+                                        "invalid"),
+    ({"imagic.suggested_eta": "nan"}, "the suggested eta in the metadata is nan, not a finite number"),
+])
+def test_bad_metadata_says_what_is_wrong_and_that_the_file_was_damaged_or_edited(change, problem):
+    assert _problem_and_fix(fmt.read_metadata, _meta(**change)) == (problem, EDITED)
+
+
+def test_a_newer_format_asks_for_an_update():
+    assert _problem_and_fix(fmt.read_metadata, _meta(**{"imagic.format_version": "2"})) == (
+        "it was saved in Imagic file format version 2; this comfyui-imagic reads version 1 and older",
+        "update comfyui-imagic")
+
+
+@pytest.mark.parametrize("fingerprint, valid", [
+    ({"architecture": "x", "sample": []}, True),
+    ({"architecture": "x", "tensors": 3, "sample": [1, 2.5]}, True),
+    ({"architecture": 1, "sample": []}, False),
+    ({"architecture": "x", "tensors": "3", "sample": []}, False),
+    ({"architecture": "x", "tensors": True, "sample": []}, False),
+    ({"architecture": "x", "sample": "1"}, False),
+    ({"architecture": "x", "sample": [True]}, False),
+    ({"architecture": "x", "sample": [float("inf")]}, False),
+    ({"architecture": "x", "sample": ["1"]}, False),
+    ([], False),
+])
+def test_fingerprint_validation(fingerprint, valid):
+    assert fmt._valid_fingerprint(fingerprint) is valid
+
+
+@pytest.mark.parametrize("layout, valid", [
+    ([{"tensors": ["cross_attn"]}], True),
+    ([{"tensors": ["cross_attn", "pooled_output"], "values": {"a": 1}}], True),
+    ([], False),
+    ({"tensors": ["cross_attn"]}, False),
+    (["cross_attn"], False),
+    ([{"tensors": "cross_attn"}], False),
+    ([{"tensors": ["pooled_output"]}], False),
+    ([{"tensors": ["cross_attn", ""]}], False),
+    ([{"tensors": ["cross_attn", 3]}], False),
+    ([{"tensors": ["cross_attn"], "values": []}], False),
+    ([{"tensors": ["cross_attn"]}, {"tensors": ["pooled_output"]}], False),
+])
+def test_layout_validation(layout, valid):
+    assert fmt._valid_layout(layout) is valid
+
+
+def test_split_tensors_names_the_unexpected_key_and_the_fix():
+    assert _problem_and_fix(fmt.split_tensors, {"a": torch.zeros(1), "diffusion_model.x.diff": torch.zeros(1),
+                                                "b": torch.zeros(1)}) == (
+        "the file has 2 unexpected key(s), e.g. 'a'", EDITED)
