@@ -719,3 +719,43 @@ def test_split_tensors_names_the_unexpected_key_and_the_fix():
     assert _problem_and_fix(fmt.split_tensors, {"a": torch.zeros(1), "diffusion_model.x.diff": torch.zeros(1),
                                                 "b": torch.zeros(1)}) == (
         "the file has 2 unexpected key(s), e.g. 'a'", EDITED)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# core/lora.py, core/checkpointing.py
+
+lora = sub("core.lora")
+checkpointing = sub("core.checkpointing")
+
+
+@pytest.mark.parametrize("layer, rank", [
+    (torch.nn.Linear(3, 10), 3),  # no more than the input width
+    (torch.nn.Linear(10, 2), 2),  # no more than the output width
+    (torch.nn.Conv2d(2, 6, 3), 6),  # a kernel's input is channels x kernel (18): the outputs (6) bound it
+    (torch.nn.Conv2d(1, 8, 2), 4),  # 1 channel x 2 x 2 kernel: 4
+    (torch.nn.Linear(12, 12), 8),
+])
+def test_adapter_rank_is_bounded_by_the_layers_input_and_output_sizes(layer, rank):
+    adapter = lora.attach(torch.nn.Sequential(layer), rank=8, seed=0)["0"]
+    assert adapter.rank == rank and adapter.up.shape[1] == rank and adapter.down.shape[0] == rank
+
+
+def test_adapter_up_is_initialised_like_nn_linear_uniform_within_1_over_sqrt_rank():
+    adapter = lora.attach(torch.nn.Sequential(torch.nn.Linear(16, 4000)), rank=4, seed=0)["0"]
+    bound = 1 / 4 ** 0.5  # kaiming_uniform_ with a = sqrt(5): 1 / sqrt(fan_in), fan_in = rank
+    assert adapter.up.abs().max() <= bound and adapter.up.abs().max() > 0.999 * bound
+
+
+def test_adapters_live_on_the_layers_device():
+    layer = torch.nn.Linear(4, 4, device="meta")
+    adapter = lora.attach(torch.nn.Sequential(layer), rank=2, seed=0)["0"]
+    assert adapter.up.device.type == "meta" and adapter.down.device.type == "meta"
+
+
+def test_blocks_are_collected_from_every_container_in_order():
+    net = torch.nn.Module()
+    net.first = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+    net.second = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    net.head = torch.nn.Linear(2, 1)
+    found = checkpointing.blocks(net)
+    assert found == [net.first[0], net.first[1], net.second[0], net.head]
