@@ -759,3 +759,40 @@ def test_blocks_are_collected_from_every_container_in_order():
     net.head = torch.nn.Linear(2, 1)
     found = checkpointing.blocks(net)
     assert found == [net.first[0], net.first[1], net.second[0], net.head]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# core/diffusion.py
+
+
+def test_mean_loss_is_the_average_over_the_conditioning_entries():
+    den = ToyDenoiser()
+    g = torch.Generator().manual_seed(11)
+    x0, noise, sigma = torch.randn(1, 8, generator=g), torch.randn(3, 8, generator=g), torch.tensor([0.3, 1.0, 2.0])
+    a, b = torch.randn(1, 8, generator=g), torch.randn(1, 8, generator=g)
+    la, lb = (diffusion.denoising_loss(den, x0, c, noise, sigma) for c in (a, b))
+    assert torch.allclose(diffusion.mean_loss(den, x0, [a, b], noise, sigma), (la + lb) / 2)
+
+
+def test_noise_draws_are_one_by_default_in_the_latents_dtype_with_fp32_noise_levels():
+    den = ToyDenoiser()
+    x0 = torch.zeros(1, 8, dtype=torch.bfloat16)
+    noise, sigma = diffusion.NoiseDraws(den, x0, seed=1).draw()
+    assert noise.shape == (1, 8) and sigma.shape == (1,)
+    assert noise.dtype == torch.bfloat16 and sigma.dtype == torch.float32
+    ref, ref_sigma = diffusion.NoiseDraws(den, torch.zeros(1, 8), seed=1).draw()
+    assert torch.equal(noise, ref.bfloat16()) and torch.equal(sigma, ref_sigma)
+
+
+def test_noise_draws_do_not_depend_on_torchs_default_dtype_and_land_on_the_latents_device():
+    den = ToyDenoiser()
+    ref, _ = diffusion.NoiseDraws(den, torch.zeros(1, 8), seed=2, batch=3).draw()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        other, _ = diffusion.NoiseDraws(den, torch.zeros(1, 8), seed=2, batch=3).draw()
+    finally:
+        torch.set_default_dtype(previous)
+    assert torch.equal(other, ref)
+    noise, sigma = diffusion.NoiseDraws(den, torch.zeros(1, 8, device="meta"), seed=2, batch=3).draw()
+    assert noise.device.type == "meta" and sigma.device.type == "meta" and sigma.dtype == torch.float32
