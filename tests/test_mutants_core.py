@@ -796,3 +796,14 @@ def test_noise_draws_do_not_depend_on_torchs_default_dtype_and_land_on_the_laten
     assert torch.equal(other, ref)
     noise, sigma = diffusion.NoiseDraws(den, torch.zeros(1, 8, device="meta"), seed=2, batch=3).draw()
     assert noise.device.type == "meta" and sigma.device.type == "meta" and sigma.dtype == torch.float32
+
+
+def test_the_clamp_of_a_factor_pair_too_large_for_torch_quantile_uses_an_even_subsample():
+    """Over 2^24 values (torch.quantile's limit) a strided subsample estimates the quantile (~1.6 s)."""
+    m = torch.randn(1, (1 << 24) + 64, generator=torch.Generator().manual_seed(0))  # rank 1: 1 + 2^24 + 64 values
+    up0, down0 = fmt.svd_extract(m, 1)
+    up, down = fmt.svd_extract(m, 1, clamp_quantile=0.99)
+    values = torch.cat([up0.flatten(), down0.flatten()])
+    exact = values.kthvalue(round(0.99 * (values.numel() - 1)) + 1).values
+    hi = down.max()
+    assert torch.equal(down, down0.clamp(-hi, hi)) and abs(float(hi / exact) - 1) < 0.01, (hi, exact)
