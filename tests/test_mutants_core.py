@@ -807,3 +807,76 @@ def test_the_clamp_of_a_factor_pair_too_large_for_torch_quantile_uses_an_even_su
     exact = values.kthvalue(round(0.99 * (values.numel() - 1)) + 1).values
     hi = down.max()
     assert torch.equal(down, down0.clamp(-hi, hi)) and abs(float(hi / exact) - 1) < 0.01, (hi, exact)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# core/shapes_world.py
+
+world = sub("core.shapes_world")
+
+
+def test_the_centre_is_the_positions_place_plus_the_jitter_and_the_reader_finds_it():
+    scene = world.Scene("red", "square", "left", background=0.5, size=0.15, dx=0.03, dy=-0.02)
+    assert world.centre(scene) == pytest.approx((0.27 + 0.03, 0.5 - 0.02))
+    cx, cy = world.read(world.render(scene)).centre
+    assert cx == pytest.approx(0.30, abs=0.01) and cy == pytest.approx(0.48, abs=0.01)
+
+
+def test_render_paints_8_bit_colours_and_box_filters_the_edges_without_overshoot():
+    import numpy as np
+
+    scene = world.Scene("yellow", "circle", "top", background=0.4, size=0.16, dx=0.0, dy=0.0)
+    img = world.render(scene, size=64)
+    grey = round(0.4 * 255) / 255
+    fill = np.array([round(c * 255) / 255 for c in world.COLOURS["yellow"]], dtype=np.float32)
+    assert img.dtype == np.float32 and img.shape == (64, 64, 3)
+    assert np.allclose(img[0, 0], grey) and np.allclose(img[int(0.27 * 64), 32], fill)
+    low, high = np.minimum(grey, fill), np.maximum(grey, fill)
+    assert (img >= low - 1e-6).all() and (img <= high + 1e-6).all()  # a box filter only mixes the two
+    edges = ((img > low + 1e-3) & (img < high - 1e-3)).any(axis=2).sum()
+    assert edges > 0  # anti-aliased: mixed pixels on the outline
+
+
+def test_render_batch_stacks_the_renders_in_order():
+    import numpy as np
+
+    scenes = world.random_scenes(3, 4, world.ALL_COMBOS)
+    batch = world.render_batch(scenes, size=32)
+    assert batch.shape == (3, 32, 32, 3) and batch.dtype == np.float32
+    assert all(np.array_equal(batch[i], world.render(s, 32)) for i, s in enumerate(scenes))
+    assert world.render_batch(scenes).shape == (3, world.SIZE, world.SIZE, 3)
+
+
+def test_random_scenes_are_seeded_and_can_draw_the_first_combination():
+    assert world.random_scenes(20, 3) == world.random_scenes(20, 3)
+    assert world.random_scenes(20, 3) != world.random_scenes(20, 4)
+    combos = world.ALL_COMBOS[:2]
+    picked = {(s.colour, s.shape, s.position) for s in world.random_scenes(30, 0, combos)}
+    assert picked == set(combos)
+
+
+def test_a_sampled_scene_jitters_both_ways_within_the_limit():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    scenes = [world.sample_scene("red", "circle", "left", rng) for _ in range(200)]
+    for attr in ("dx", "dy"):
+        values = [getattr(s, attr) for s in scenes]
+        assert min(values) < -world.JITTER / 2 and max(values) > world.JITTER / 2
+        assert all(abs(v) <= world.JITTER for v in values)
+    assert world.scene_for_seed("red", "circle", "left", 5).shape == "circle"
+
+
+def test_reader_accuracy_is_a_fraction_of_400_seeded_scenes_by_default(monkeypatch):
+    reads = []
+    real = world.random_scenes
+    monkeypatch.setattr(world, "random_scenes",
+                        lambda n, seed, combos: reads.append((n, seed)) or real(n, seed, combos))
+    out = world.reader_accuracy(n=10, seed=1)
+    assert all(0 < out[k] <= 1 for k in ("colour", "shape", "position"))
+    monkeypatch.setattr(world, "read", lambda image: world.Reading(None, None, None, 0.0, 0.0, (0.5, 0.5)))
+    none = world.reader_accuracy(n=10, seed=1)
+    assert none["colour"] == none["shape"] == none["position"] == 0.0
+    monkeypatch.setattr(world, "render", lambda scene, size=0: None)  # the defaults, without rendering 400 scenes
+    world.reader_accuracy()
+    assert reads[-1] == (400, 12345)
