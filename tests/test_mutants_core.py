@@ -117,7 +117,7 @@ def test_text_gain_is_relative_to_the_loss_under_e_opt_and_safe_at_zero():
 def test_a_gain_of_exactly_zero_is_not_a_positive_one():
     """The target text explaining an output only as well as e_opt does is no edit: first_positive and the default
     rule skip it for a later, positive one."""
-    s = _scores([-0.1, 0.0, 0.2], distances=[0.0, 0.0, 0.1])
+    s = _scores([-0.1, 0.0, 0.05], distances=[0.0, 0.0, 0.1])  # 0.0 - 0.0 would beat 0.05 - 0.1
     assert auto.choose(s, "first_positive") == 2
     assert auto.choose(s, "gain_minus_distance") == 2
 
@@ -134,6 +134,9 @@ def test_half_gain_measures_from_the_smallest_eta_and_takes_the_first_that_reach
     assert auto.choose(flat, "half_gain") == 0
     falling = _scores([0.3, 0.2, 0.1])
     assert auto.choose(falling, "half_gain") == 0
+    # no gain over the smallest eta's, listed from the largest eta down: the best gain as max_gain picks it
+    backwards = list(reversed(_scores([0.3, 0.1, 0.3])))
+    assert auto.choose(backwards, "half_gain") == auto.choose(backwards, "max_gain") == 0
 
 
 def test_choose_refuses_an_unknown_rule_and_no_scores_with_clear_messages():
@@ -163,6 +166,7 @@ def test_score_table_rows_bars_and_mark():
     assert lines[1] == lines[1][:40] and len(lines[1]) == 40  # an unchosen row has no mark
     small = auto.score_table(_scores([0.5, 2.0]), 0).split("\n")
     assert small[1][30:40].strip() == "++" and small[2][30:40].strip() == "+" * 10  # relative to the largest
+    assert auto.score_table([], 0) == "   eta   text gain   distance"  # nothing scored: the header alone
     zero = auto.score_table(_scores([0.0, 0.0]), 0).split("\n")  # no gain at all: empty bars, no division by 0
     assert zero[1][30:40].strip() == "" and zero[2][30:40].strip() == ""
 
@@ -521,6 +525,7 @@ def test_svd_storage_keeps_the_deltas_dtype_and_extracts_at_rank_64_by_default()
     delta = {"diffusion_model.a.diff": torch.randn(70, 80).half()}
     out = fmt.unet_tensors(delta, "svd")
     assert out["diffusion_model.a.lora_up.weight"].dtype == torch.float16
+    assert out["diffusion_model.a.lora_down.weight"].dtype == torch.float16
     assert out["diffusion_model.a.lora_down.weight"].shape == (64, 80)
     assert out["diffusion_model.a.lora_up.weight"].shape == (70, 64)
     with pytest.raises(ValueError, match=r"^unknown storage 'zip'$"):
