@@ -626,8 +626,13 @@ def test_fingerprint_comparison_says_which_case_and_by_how_much():
     near = fmt.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.015]))  # 0.5 % of the norm 3
     assert near == fmt.FingerprintCheck(True, False, "same weights at another precision (sampled values differ by "
                                                      "0.5 %)")
-    edge = fmt.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.03]))  # exactly the 1 % tolerance
+    edge = fmt.compare_fingerprints({"architecture": "aa", "sample": [0.0, 100.0]},
+                                    {"architecture": "aa", "sample": [0.0, 101.0]})  # exactly the 1 % tolerance
     assert edge.same and "another precision" in edge.detail
+    # compared in double precision: a difference below float32's resolution is still a difference
+    fine = fmt.compare_fingerprints({"architecture": "aa", "sample": [1.0]},
+                                    {"architecture": "aa", "sample": [1 + 1e-9]})
+    assert fine.same and "another precision" in fine.detail
     far = fmt.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.6]))
     assert far == fmt.FingerprintCheck(False, False, "same architecture but other weights (sampled values differ by "
                                                      "20 %)")
