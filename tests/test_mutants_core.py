@@ -890,3 +890,56 @@ def test_reader_accuracy_is_a_fraction_of_400_seeded_scenes_by_default(monkeypat
     monkeypatch.setattr(world, "render", lambda scene, size=0: None)  # the defaults, without rendering 400 scenes
     world.reader_accuracy()
     assert reads[-1] == (400, 12345)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# core/training.py, and the rest of core/diffusion.py and the fingerprint
+
+
+def test_adam_without_a_fused_kernel_falls_back_to_the_plain_one_with_the_same_settings(monkeypatch):
+    real = torch.optim.Adam
+
+    def no_fused(params, lr, fused=None):
+        if fused:
+            raise RuntimeError("no fused kernel here")
+        return real(params, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "Adam", no_fused)
+    p = torch.zeros(2, requires_grad=True)
+    opt = training.adam([p], 0.25)
+    assert opt.defaults["lr"] == 0.25 and opt.param_groups[0]["params"] == [p] and not opt.defaults.get("fused")
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.1, float("inf")])
+def test_adam_loop_refuses_a_learning_rate_that_is_not_positive_and_finite(rate):
+    p = torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match=rf"^learning_rate must be a positive number, got {rate}$"):
+        training.adam_loop([p], lambda s: (p ** 2).sum(), steps=1, learning_rate=rate)
+    with pytest.raises(ValueError, match=r"^nothing to optimise: no parameter requires a gradient$"):
+        training.adam_loop([torch.zeros(2)], lambda s: p.sum(), steps=1, learning_rate=0.1)
+
+
+def test_adam_loop_returns_and_reports_each_steps_loss_as_a_float():
+    p = torch.ones(2, requires_grad=True)
+    seen = []
+    losses = training.adam_loop([p], lambda s: (p ** 2).sum(), steps=3, learning_rate=0.1,
+                                on_step=lambda step, loss: seen.append((step, loss)))
+    assert all(isinstance(v, float) for v in losses) and losses[0] == 2.0 and losses[2] < losses[0]
+    assert seen == list(enumerate(losses))
+
+
+def test_denoising_loss_asks_the_output_scale_for_the_predictions_shape():
+    class Shaped(ToyDenoiser):
+        def output_scale(self, sigma, like):
+            return super().output_scale(sigma, like).view((-1,) + (1,) * (like.ndim - 1))
+
+    x0, noise, sigma = torch.randn(1, 8), torch.randn(2, 8), torch.tensor([0.5, 1.5])
+    assert torch.allclose(diffusion.denoising_loss(Shaped(), x0, torch.zeros(1, 8), noise, sigma),
+                          diffusion.denoising_loss(ToyDenoiser(), x0, torch.zeros(1, 8), noise, sigma))
+
+
+def test_fingerprint_samples_one_element_matrices_and_both_of_two():
+    shapes = {"a.weight": (1, 1), "b.weight": (2, 2)}
+    reads = []
+    fmt.fingerprint(shapes, lambda n: reads.append(n) or torch.ones(shapes[n]))
+    assert reads == ["a.weight", "b.weight"]
