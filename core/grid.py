@@ -38,8 +38,9 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, size: int):
     Linear in the label's length: no glyph of the font is narrower than a pixel, so at most ``width`` characters
     can show and the rest is cut before any measuring; the cut is found by bisection (a 100,000-character label
     takes milliseconds, not minutes)."""
-    cut = len(text) > max(width, 0)
-    text = text[:max(width, 0)]
+    most = max(int(width), 0)  # widths may be measured lengths (floats)
+    cut = len(text) > most
+    text = text[:most]
     font = _font(min(size, MIN_FONT) if cut else size)
     if not cut:
         for s in range(size, MIN_FONT - 1, -1):
