@@ -20,7 +20,7 @@ from ..core.auto_eta import (
     scores_json,
 )
 from ..core.grid import labelled_row, pil_to_tensor, tensor_to_pils
-from .comfy_model import clean_latent, context_width, latent_channels
+from .comfy_model import check_channels, check_width, clean_latent, context_width
 from .conditioning_io import model_entries
 from .errors import fail
 from .families import check_family, family_name
@@ -68,13 +68,8 @@ def check_fit(model, finetuned_model, conditionings: dict, latent: dict, vae) ->
                             f"{tuned_family}", "connect the base model the fine-tune was trained from (the one "
                                                "given to Imagic Optimize Embedding) to model")
     check_family(NODE_ID, model, conditionings["target"])
-    width = context_width(model)
     for name, conditioning in conditionings.items():
-        for tensor, _ in conditioning:
-            if width is not None and tensor.shape[-1] != width:
-                raise fail(NODE_ID, f"the {name} conditioning is {tensor.shape[-1]} wide but this {family} model "
-                                    f"expects {width} (text encoder of another model family)",
-                           f"encode the {name} text with the CLIP of the same checkpoint as the model")
+        check_width(NODE_ID, model, name, conditioning, f"the {name} text")
     if tuned_family != family:
         raise fail(NODE_ID, f"finetuned_model is a {tuned_family} model but model is {family}",
                    "connect Imagic Finetune UNet's model output, trained from this model, to finetuned_model")
@@ -83,17 +78,21 @@ def check_fit(model, finetuned_model, conditionings: dict, latent: dict, vae) ->
         raise fail(NODE_ID, f"finetuned_model carries no fine-tune (no weight patches){swapped}",
                    "connect the base model to model and Imagic Finetune UNet's model output (or the saved fine-tune "
                    "through a LoRA loader) to finetuned_model")
-    channels, samples = latent_channels(model), latent["samples"]
-    for name, found in (("latent", samples.shape[1]), ("vae", getattr(vae, "latent_channels", None))):
-        if channels is not None and found is not None and found != channels:
-            raise fail(NODE_ID, f"the {name} has {found}-channel latents but this {family} model works on "
-                                f"{channels} (another model family's VAE)",
-                       "use the VAE of the same checkpoint as the model (and encode the photo with it)")
+    samples = latent["samples"]
+    check_channels(NODE_ID, model, "latent", samples.shape[1])
+    check_channels(NODE_ID, model, "vae", getattr(vae, "latent_channels", None))
     if samples.numel() and bool(samples.max() == samples.min()):
         what = ("all zeros (an Empty Latent Image" if not torch.any(samples)
                 else f"constant (every value {samples.flatten()[0].item():g}")
         raise fail(NODE_ID, f"the latent is {what}), not the input photo",
                    "connect the VAE Encode output of the input photo (the latent Imagic trained on)")
+
+
+def _range_error(eta_min: float, eta_max: float):
+    """What is wrong with the eta range, if anything: typed (told at /prompt time) or linked (when the node runs)."""
+    if eta_min > eta_max:
+        return fail(NODE_ID, f"eta_min {eta_min} is larger than eta_max {eta_max}", "swap them")
+    return None
 
 
 class ImagicAutoEta(io.ComfyNode):
@@ -163,9 +162,8 @@ class ImagicAutoEta(io.ComfyNode):
                                       or not math.isfinite(value)):
                 return str(fail(NODE_ID, f"{name} is {value!r}, not a finite number",
                                 f"set {name} to a number (eta 0 = the input, 1 = the target text)"))
-        if eta_min is not None and eta_max is not None and eta_min > eta_max:
-            return str(fail(NODE_ID, f"eta_min {eta_min} is larger than eta_max {eta_max}", "swap them"))
-        return True
+        error = None if eta_min is None or eta_max is None else _range_error(eta_min, eta_max)
+        return str(error) if error else True
 
     @classmethod
     def execute(cls, model, finetuned_model, optimized, target, negative, latent, vae, eta_min, eta_max, count,
@@ -174,8 +172,8 @@ class ImagicAutoEta(io.ComfyNode):
         if samples is None or samples.shape[0] != 1:
             raise fail(NODE_ID, "the latent must hold exactly one image (the Imagic input)",
                        "connect the VAE Encode output of the input photo")
-        if eta_min > eta_max:
-            raise fail(NODE_ID, f"eta_min {eta_min} is larger than eta_max {eta_max}", "swap them")
+        if error := _range_error(eta_min, eta_max):
+            raise error
         check_fit(model, finetuned_model, {"target": target, "optimized": optimized, "negative": negative}, latent,
                   vae)
         etas = eta_candidates(eta_min, eta_max, count)

@@ -48,20 +48,30 @@ def check_inputs(node_id: str, model, conditioning: list, latent: dict) -> None:
     if samples.shape[0] != 1:
         raise fail(node_id, f"the latent holds {samples.shape[0]} images; Imagic edits one image at a time",
                    "encode a single image (or pick one with Latent From Batch)")
-    expected = latent_channels(model)
-    if expected is not None and samples.ndim >= 2 and samples.shape[1] != expected:
-        family = family_name(model)
-        raise fail(node_id, f"the latent has {samples.shape[1]} channels but this {family} model works on "
-                            f"{expected}-channel latents (the latent comes from another model family's VAE)",
-                   "encode the image with the VAE of the same checkpoint as the model")
+    if samples.ndim >= 2:
+        check_channels(node_id, model, "latent", samples.shape[1])
     if not torch.isfinite(samples).all():
         raise fail(node_id, "the latent contains NaN or infinite values", "re-encode the input image")
+    check_width(node_id, model, "conditioning", conditioning, "the target text")
+
+
+def check_channels(node_id: str, model, name: str, found: int | None) -> None:
+    """Refuse latents (of the input ``name``: a latent or a VAE) with another channel count than ``model``'s."""
+    expected = latent_channels(model)
+    if expected is not None and found is not None and found != expected:
+        raise fail(node_id, f"the {name} has {found} channels but this {family_name(model)} model works on "
+                            f"{expected}-channel latents (the {name} comes from another model family's VAE)",
+                   "encode the image with the VAE of the same checkpoint as the model")
+
+
+def check_width(node_id: str, model, name: str, conditioning: list, text: str) -> None:
+    """Refuse a ``conditioning`` (the input ``name``, encoding ``text``) of another width than ``model`` expects."""
     width = context_width(model)
-    for i, (tensor, _) in enumerate(conditioning):
+    for tensor, _ in conditioning:
         if width is not None and tensor.shape[-1] != width:
-            raise fail(node_id, f"conditioning entry {i} is {tensor.shape[-1]} wide but the model expects "
-                                f"{width} (text encoder of another model family)",
-                       "encode the text with the CLIP of the same checkpoint as the model")
+            raise fail(node_id, f"the {name} input is {tensor.shape[-1]} wide but this {family_name(model)} model "
+                                f"expects {width} (text encoder of another model family)",
+                       f"encode {text} with the CLIP of the same checkpoint as the model")
 
 
 def private_model(model, train_weights: bool = False, precision: Precision = FP32):

@@ -139,9 +139,9 @@ def constant_latent(comfy):
 
 
 @pytest.mark.parametrize("wiring, words", [
-    ({"target": ["31", 0]}, ["the target conditioning is", "another model family", "CLIP of the same checkpoint"]),
-    ({"negative": ["31", 0]}, ["the negative conditioning is", "another model family", "negative text"]),
-    ({"vae": ["32", 2]}, ["the vae has 16-channel latents", "works on 4", "VAE of the same checkpoint"]),
+    ({"target": ["31", 0]}, ["the target input is", "another model family", "target text with the CLIP of the same checkpoint"]),
+    ({"negative": ["31", 0]}, ["the negative input is", "another model family", "negative text"]),
+    ({"vae": ["32", 2]}, ["the vae has 16 channels", "works on 4-channel", "VAE of the same checkpoint"]),
     ({"finetuned_model": ["30", 0]}, ["finetuned_model is a SDXL model but model is SD15", "trained from this"]),
     ({"latent": ["33", 0]}, ["the latent is all zeros", "Empty Latent Image", "VAE Encode output of the input"]),
     ({"latent": ["34", 0]}, ["the latent is constant (every value 0.5)", "VAE Encode output of the input"]),

@@ -242,3 +242,13 @@ def test_a_latent_with_another_channel_count_is_refused_both_ways(comfy, image):
     graph["4"]["inputs"]["vae"] = ["31", 2]  # an SD1.5 latent (4 channels) into SD3 (16)
     assert_clear(run_error(comfy, graph), "ImagicOptimizeEmbedding", "4 channels", "16-channel", "VAE")
 
+
+
+def test_a_text_encoding_of_another_width_is_refused_naming_the_input_and_the_text(comfy, image):
+    """SD2's 1024-wide text encoding into SD1.5 (768): the training node refuses it before training (one check,
+    shared with Imagic Auto Eta's, names the input and what to re-encode)."""
+    graph = imagic_graph(image, family="sd15", embed_steps=2, tune_steps=2)
+    graph["31"] = {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": "sd2", "seed": 0}}
+    graph["2"]["inputs"]["clip"] = ["31", 1]
+    assert_clear(run_error(comfy, graph), "ImagicOptimizeEmbedding", "conditioning input is 1024 wide",
+                 "SD15 model expects 768", "encode the target text with the CLIP of the same checkpoint")
