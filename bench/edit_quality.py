@@ -84,10 +84,8 @@ ROWS = {
     "imagic_full_300_strong": imagic("Imagic full (A 100, B 300 @3e-4)", method="full", tune_lr=3e-4,
                                      tune_steps=300),
     "imagic_full_weak": imagic("Imagic full (A 100, B 150 @3e-5)", method="full", tune_lr=3e-5),
-    "defaults": imagic("node defaults (A 250 @2e-3, B lora 375 @1e-4)", embed_steps=250, embed_lr=2e-3,
-                       tune_steps=375, tune_lr=1e-4),
-    "paper": imagic("paper steps, the former node defaults (A 1000 @2e-3, B lora 1500 @1e-4)", embed_steps=1000,
-                    embed_lr=2e-3, tune_steps=1500, tune_lr=1e-4),
+    "defaults": Row("node defaults", "imagic", {"node_defaults": True}),  # core/defaults.py: row() reads them
+    "paper": Row("paper steps, the former node defaults", "imagic", {"node_defaults": True, "paper_steps": True}),
     "community": imagic("community recipe (A 500 @1e-3, B full 1000 @2e-6, eta 1.2)", embed_steps=500,
                         embed_lr=1e-3, tune_steps=1000, tune_lr=2e-6, method="full", etas=[1.2]),
     "sdedit": Row("SDEdit", "sdedit", {"denoise": [0.4, 0.6, 0.8]}),
@@ -96,6 +94,19 @@ ROWS = {
 }
 DEFAULT_ROWS = ["defaults", "imagic_full", "imagic_full_weak", "imagic_lora", "community", "sdedit", "t2i", "roundtrip"]
 QUICK = {"embed_steps": 20, "tune_steps": 20}
+
+
+def row(key: str, pack) -> Row:
+    """``ROWS[key]``; the node defaults' rows with today's values of core/defaults.py (LoRA at its rate)."""
+    found = ROWS[key]
+    if not found.params.get("node_defaults"):
+        return found
+    d = pack("core.defaults")
+    paper = found.params.get("paper_steps")
+    a, b = (d.PAPER["embed_steps"], d.PAPER["tune_steps"]) if paper else (d.EMBED_STEPS, d.TUNE_STEPS)
+    lr = d.LEARNING_RATE[d.TUNE_METHOD]
+    return imagic(f"{found.name} (A {a} @{d.EMBED_LEARNING_RATE:g}, B {d.TUNE_METHOD} {b} @{lr:g})", embed_steps=a,
+                  embed_lr=d.EMBED_LEARNING_RATE, tune_steps=b, tune_lr=lr, method=d.TUNE_METHOD, rank=d.LORA_RANK)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -480,7 +491,8 @@ def main(argv=None) -> int:
             text = world.caption(*edit.target)
             for seed in args.seeds:
                 for row_key in args.rows:
-                    for label, image, seconds, extra in outputs_of(ROWS[row_key], runner, args, name, text, seed, pack):
+                    outputs = outputs_of(row(row_key, pack), runner, args, name, text, seed, pack)
+                    for label, image, seconds, extra in outputs:
                         picture = image[0].float().cpu().numpy()
                         reading = world.read(picture)
                         got = {"colour": reading.colour, "shape": reading.shape, "position": reading.position}

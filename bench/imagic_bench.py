@@ -32,11 +32,13 @@ if __name__ == "__main__":  # python bench/imagic_bench.py: run the pack's own c
 
     sys.exit(comfy_host.pack_module("bench.imagic_bench").main())
 
+from ..core import defaults
 from . import unet_pair
 
 STAGES = {"embed": "A: embedding", "full": "B: finetune full", "lora": "B: finetune lora"}
 REFERENCE_OF = {"embed": "embed", "full": "finetune", "lora": "finetune"}
-LEARNING_RATES = {"embed": 2e-3, "full": 5e-7, "lora": 1e-4, "finetune": 5e-7}
+LEARNING_RATES = {"embed": defaults.EMBED_LEARNING_RATE, "finetune": defaults.PAPER["tune_learning_rate"],
+                  **defaults.LEARNING_RATE}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,8 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-isolate", dest="isolate", action="store_false", help="all rows in this process")
     p.add_argument("--edit", choices=["auto", "on", "off"], default="auto",
                    help="also time one whole edit per low_memory setting (auto: on a GPU)")
-    p.add_argument("--edit-steps", type=int, nargs=3, default=[1000, 1500, 20], metavar=("A", "B", "SAMPLE"),
-                   help="the whole edit's steps (the nodes' and KSampler's defaults)")
+    p.add_argument("--edit-steps", type=int, nargs=3, metavar=("A", "B", "SAMPLE"),
+                   default=[defaults.PAPER["embed_steps"], defaults.PAPER["tune_steps"], 20],
+                   help="the whole edit's steps (the paper's and KSampler's defaults)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)

@@ -6,6 +6,7 @@ import torch
 
 import comfy.utils
 
+from ..core import defaults
 from .measure import PeakMemory, StepClock
 
 
@@ -52,9 +53,10 @@ def run(pack, stage: str, model, latents: torch.Tensor, embedding: torch.Tensor,
     return clock, peak, out.result[-1]["loss"]
 
 
-def edit(pack, model, latents: torch.Tensor, embedding: torch.Tensor, low_memory: bool, embed_steps: int = 1000,
-         tune_steps: int = 1500, sample_steps: int = 20, eta: float = 0.7, seed: int = 0):
-    """One whole edit with the nodes' defaults (A: 1000 steps, B: LoRA 1500 steps, eta 0.7) and KSampler's
+def edit(pack, model, latents: torch.Tensor, embedding: torch.Tensor, low_memory: bool,
+         embed_steps: int = defaults.PAPER["embed_steps"], tune_steps: int = defaults.PAPER["tune_steps"],
+         sample_steps: int = 20, eta: float = 0.7, seed: int = 0):
+    """One whole edit with the paper's steps (A: 1000 steps, B: LoRA 1500 steps, eta 0.7) and KSampler's
     (20 Euler steps, cfg 8): returns (seconds, peak memory, edited latent)."""
     import time
 
@@ -67,8 +69,10 @@ def edit(pack, model, latents: torch.Tensor, embedding: torch.Tensor, low_memory
     target = conditioning(embedding)
     with PeakMemory(latents.device) as peak, torch.inference_mode():
         start = time.perf_counter()
-        e_opt = optimize.execute(model, target, latent, embed_steps, 2e-3, seed, low_memory=low_memory).result[0]
-        tuned = finetune.execute(model, e_opt, latent, tune_steps, 0.0, "lora", 8, seed,
+        e_opt = optimize.execute(model, target, latent, embed_steps, defaults.EMBED_LEARNING_RATE, seed,
+                                 low_memory=low_memory).result[0]
+        tuned = finetune.execute(model, e_opt, latent, tune_steps, defaults.METHOD_DEFAULT, defaults.TUNE_METHOD,
+                                 defaults.LORA_RANK, seed,
                                  low_memory=low_memory).result[0]
         positive = interpolate.execute(e_opt, target, eta).result[0]
         noise = comfy.sample.prepare_noise(latent["samples"], seed)

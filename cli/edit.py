@@ -30,6 +30,7 @@ if __name__ == "__main__":  # python cli/edit.py (or -m cli.edit): run the pack'
 
     sys.exit(comfy_host.pack_module("cli.edit").main())
 
+from ..core import defaults
 from . import comfy_host
 from .auto_eta_prompt import score_table, use_auto_eta
 from .edit_inputs import InputError, Job, batch_jobs, check_text, comfy_ready, single_job
@@ -77,8 +78,9 @@ def eta_value(text: str) -> float | str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python cli/edit.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Defaults not given here are the workflow's: 250 + 375 steps (a quarter of the "
-                                       "paper's, measured: bench/RESULTS.md), eta 0.8.")
+                                epilog=f"Defaults not given here are the workflow's, the nodes' defaults: "
+                                       f"{defaults.EMBED_STEPS} + {defaults.TUNE_STEPS} steps (a quarter of the "
+                                       f"paper's, measured: bench/RESULTS.md), eta {defaults.ETA}.")
     what = p.add_argument_group("what to edit")
     what.add_argument("--image", type=Path, help="the photo")
     what.add_argument("--text", help='the target text, e.g. "a photo of a sitting dog"')
@@ -92,12 +94,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     how.add_argument("--ckpt", help="checkpoint name in ComfyUI's models/checkpoints, or a file path "
                                     "(default: the workflow's v1-5-pruned-emaonly.safetensors)")
     how.add_argument("--eta", type=eta_value, nargs="+",
-                     help="one or several etas (default 0.8, the workflow's); training runs once. 'auto': Imagic "
-                          "Auto Eta samples 0.4-1.0, picks one by the frozen model's own score, and also writes the "
-                          "grid of all")
-    how.add_argument("--embed-steps", type=int, help="Imagic Optimize Embedding steps (default 250; paper: 1000)")
-    how.add_argument("--tune-steps", type=int, help="Imagic Finetune UNet steps (default 375; paper: 1500)")
-    how.add_argument("--method", choices=["lora", "full"], help="fine-tune method (default lora)")
+                     help=f"one or several etas (default {defaults.ETA}, the workflow's); training runs once. "
+                          "'auto': Imagic Auto Eta samples 0.4-1.0, picks one by the frozen model's own score, and "
+                          "also writes the grid of all")
+    how.add_argument("--embed-steps", type=int,
+                     help=f"Imagic Optimize Embedding steps (default {defaults.EMBED_STEPS}; paper: "
+                          f"{defaults.PAPER['embed_steps']})")
+    how.add_argument("--tune-steps", type=int, help=f"Imagic Finetune UNet steps (default {defaults.TUNE_STEPS}; "
+                                                     f"paper: {defaults.PAPER['tune_steps']})")
+    how.add_argument("--method", choices=list(defaults.LEARNING_RATE),
+                     help=f"fine-tune method (default {defaults.TUNE_METHOD})")
     how.add_argument("--sample-steps", type=int, help="KSampler steps (default 50)")
     how.add_argument("--seed", type=int, help="seed of the training and the sampler (default 0)")
     how.add_argument("--size", type=int, help="square working size in pixels (default 512)")

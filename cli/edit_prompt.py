@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from ..core import defaults
+
 GRID = "ImagicLabelledGrid"
-# Imagic Finetune UNet's method defaults (nodes/finetune_unet.py DEFAULT_LEARNING_RATE) and 0, which means them
-METHOD_DEFAULT_RATES = (0, 0.0, 1e-4, 5e-7)
 
 
 class PromptError(ValueError):
@@ -74,8 +74,8 @@ def apply_settings(prompt: dict, settings: EditSettings) -> dict:
     if settings.method is not None:  # a method's default learning rate in the workflow: the new method's (0)
         for node_id in nodes_of(out, "ImagicFinetuneUNet"):
             inputs = out[node_id]["inputs"]
-            if inputs.get("learning_rate") in METHOD_DEFAULT_RATES:
-                inputs["learning_rate"] = 0.0
+            if defaults.is_method_default(inputs.get("learning_rate")):
+                inputs["learning_rate"] = defaults.METHOD_DEFAULT
     _set(out, "KSampler", steps=settings.sample_steps, seed=settings.seed)
     _set(out, "ImageScale", width=settings.size, height=settings.size)
     _set(out, "EmptyLatentImage", width=settings.size, height=settings.size)

@@ -12,25 +12,29 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..core import defaults
+
 SHAPES = "ImagicShapesCheckpoint"
 LOADERS = ("CheckpointLoaderSimple",)  # outputs MODEL, CLIP, VAE: the shapes node's outputs, slot for slot
 SOURCE = ("red", "circle", "left")  # held out of training (core.shapes_world.HELD_OUT)
 SCENE_SEED = 100  # its background shade, size and jitter
 DEMO_TEXT = "a blue circle on the left"
-DEMO_ETAS = [0.8, 0.9, 1.0]
-# The node defaults (bench/RESULTS.md, Edit quality: measured on this model): 128 px, A 250 steps at 2e-3, B 375
-# LoRA steps at 1e-4, sampled as the model's text-to-image (nodes/shapes_checkpoint.py: SAMPLING).
-SETTINGS = {"size": 128, "embed_steps": 250, "tune_steps": 375, "sample_steps": 20}
+DEMO_ETAS = [defaults.ETA, 0.9, 1.0]  # the default and two stronger edits
+# The node defaults (core/defaults.py; bench/RESULTS.md, Edit quality: measured on this model) at 128 px, sampled as
+# the model's text-to-image (nodes/shapes_checkpoint.py: SAMPLING).
+SETTINGS = {"size": 128, "embed_steps": defaults.EMBED_STEPS, "tune_steps": defaults.TUNE_STEPS}
 # low_memory off: for a model this small it only costs time (bench/edit_quality.py measured 3.5x faster steps)
-TRAINING = {"ImagicOptimizeEmbedding": {"learning_rate": 2e-3, "low_memory": False},
-            "ImagicFinetuneUNet": {"learning_rate": 1e-4, "method": "lora", "lora_rank": 8, "low_memory": False}}
+TRAINING = {"ImagicOptimizeEmbedding": {"learning_rate": defaults.EMBED_LEARNING_RATE, "low_memory": False},
+            "ImagicFinetuneUNet": {"learning_rate": defaults.LEARNING_RATE[defaults.TUNE_METHOD],
+                                   "method": defaults.TUNE_METHOD, "lora_rank": defaults.LORA_RANK,
+                                   "low_memory": False}}
 
 
 def use_shapes_model(prompt: dict) -> dict:
     """A copy of ``prompt`` on the shapes model: its loader, learning rates and sampler settings."""
     from ..nodes.shapes_checkpoint import SAMPLING
 
-    sampler = {k: v for k, v in SAMPLING.items() if k != "steps"}  # steps: the run's own (SETTINGS)
+    sampler = dict(SAMPLING)  # steps too, unless the run gives its own (--sample-steps)
     out = {}
     for node_id, node in prompt.items():
         inputs = dict(node["inputs"])

@@ -7,6 +7,7 @@ from .interpolate_conditioning import ImagicInterpolateConditioning
 from .labelled_grid import ImagicLabelledGrid
 from .load_finetune import ImagicLoadFinetune
 from .optimize_embedding import ImagicOptimizeEmbedding
+from .routes import register
 from .save_finetune import ImagicSaveFinetune
 from .shapes_checkpoint import ImagicShapesCheckpoint
 from .shapes_scene import ImagicShapesScene
@@ -16,6 +17,7 @@ from .widget_values import guarded
 
 class ImagicExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        register()  # ComfyUI 0.3.64 calls get_node_list, not on_load, while loading the pack
         nodes = [ImagicOptimizeEmbedding, ImagicFinetuneUNet, ImagicInterpolateConditioning, ImagicSaveFinetune,
                  ImagicLoadFinetune, ImagicTinyCheckpoint, ImagicLabelledGrid, ImagicAutoEta,
                  ImagicShapesCheckpoint, ImagicShapesScene]

@@ -22,6 +22,7 @@ import comfy.lora
 import comfy.utils
 import folder_paths
 
+from ..core import defaults
 from ..core import finetune_format as fmt
 from .errors import fail
 
@@ -312,7 +313,7 @@ class GraphSettings:
     wrong_e_opt: str | None  # why the 'optimized' input is not the e_opt the fine-tune was trained on
 
 
-def graph_settings(prompt: dict | None, unique_id, default_learning_rate: dict) -> GraphSettings:
+def graph_settings(prompt: dict | None, unique_id) -> GraphSettings:
     """Steps, learning rates and seeds of the Imagic nodes feeding the Save node's ``lora`` and
     ``optimized`` inputs, read from the queued prompt (what the user set on those nodes)."""
     out = GraphSettings({}, None, None)
@@ -324,8 +325,8 @@ def graph_settings(prompt: dict | None, unique_id, default_learning_rate: dict) 
         inputs = tune["inputs"]
         method = _literal(prompt, inputs.get("method"))
         lr = _literal(prompt, inputs.get("learning_rate"))
-        if lr in (0, 0.0) and method in default_learning_rate:
-            lr = default_learning_rate[method]
+        if method in defaults.LEARNING_RATE and isinstance(lr, (int, float)):
+            lr = defaults.learning_rate(method, lr)
         out.training.update(finetune_steps=_literal(prompt, inputs.get("steps")), finetune_learning_rate=lr,
                             finetune_seed=_literal(prompt, inputs.get("seed")))
         trained_on, given = inputs.get("conditioning"), me["inputs"].get("optimized")

@@ -7,6 +7,7 @@ import comfy.model_management
 import comfy.sd
 from comfy_api.latest import io
 
+from ..core import defaults
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries
 from .finetune_file import check_texts_to_save
@@ -16,13 +17,13 @@ from .training_run import (
     BATCH_SIZE_TOOLTIP,
     LOW_MEMORY_DEFAULT,
     LOW_MEMORY_TOOLTIP,
+    STEPS_TOOLTIP,
     TrainingSettings,
     TrainingSetup,
     training_mode,
 )
 
 NODE_ID = "ImagicFinetuneUNet"
-DEFAULT_LEARNING_RATE = {"full": 5e-7, "lora": 1e-4}
 
 
 def title(method: str) -> str:
@@ -53,18 +54,20 @@ class ImagicFinetuneUNet(io.ComfyNode):
                 io.Conditioning.Input("conditioning", tooltip="e_opt, the output of Imagic Optimize Embedding."),
                 io.Latent.Input("latent",
                                 tooltip="The input photo's latent (the same as for Imagic Optimize Embedding)."),
-                io.Int.Input("steps", default=375, min=1, max=100000,
-                             tooltip="Fine-tuning steps (paper: 1500). 375: on the shapes benchmark as good as "
-                                     "1500 in a quarter of the time (bench/RESULTS.md); full-size models may differ."),
-                io.Float.Input("learning_rate", default=DEFAULT_LEARNING_RATE["lora"], min=0.0, max=1.0, step=1e-7,
-                               tooltip="Adam learning rate: lora 0.0001 (1e-4), full 0.0000005 (5e-7, the paper's). "
+                io.Int.Input("steps", default=defaults.TUNE_STEPS, min=1, max=100000,
+                             tooltip=STEPS_TOOLTIP.format(what="Fine-tuning", steps=defaults.TUNE_STEPS,
+                                                          paper=defaults.PAPER["tune_steps"])),
+                io.Float.Input("learning_rate", default=defaults.LEARNING_RATE[defaults.TUNE_METHOD], min=0.0, max=1.0,
+                               step=1e-7,
+                               tooltip=f"Adam learning rate: lora {defaults.LEARNING_RATE['lora']:g}, full "
+                                       f"{defaults.LEARNING_RATE['full']:g} (the paper's). "
                                        "Switching method in the graph editor switches between these two while the "
                                        "value is one of them. 0 = the method's default."),
-                io.Combo.Input("method", options=["lora", "full"], default="lora",
+                io.Combo.Input("method", options=list(defaults.LEARNING_RATE), default=defaults.TUNE_METHOD,
                                tooltip="lora: low-rank adapters on every linear/conv weight (light, small file). "
                                        "full: every weight, as in the paper (needs about 4x the model's size in "
                                        "memory)."),
-                io.Int.Input("lora_rank", default=8, min=1, max=256,
+                io.Int.Input("lora_rank", default=defaults.LORA_RANK, min=1, max=256,
                              tooltip="Rank of the LoRA adapters (method lora only)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the training noise, timesteps and LoRA initialisation."),
@@ -87,7 +90,7 @@ class ImagicFinetuneUNet(io.ComfyNode):
                 low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
         check_texts_to_save(cls.hidden.prompt if cls.hidden else None)  # a Save Finetune's text, before training
-        learning_rate = learning_rate or DEFAULT_LEARNING_RATE[method]
+        learning_rate = defaults.learning_rate(method, learning_rate)
         start = time.perf_counter()
         with training_mode():
             settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size)

@@ -5,6 +5,7 @@ import torch
 
 from comfy_api.latest import io
 
+from ..core import defaults
 from ..core.conditioning import interpolate
 from .errors import fail
 
@@ -50,7 +51,7 @@ class ImagicInterpolateConditioning(io.ComfyNode):
                 io.Conditioning.Input("optimized", tooltip="e_opt, from Imagic Optimize Embedding."),
                 io.Conditioning.Input("target", tooltip="e_tgt, the target text encoding (it may be a new text of the "
                                                         "same token length)."),
-                io.Float.Input("eta", default=0.8, min=-10.0, max=10.0, step=0.01,
+                io.Float.Input("eta", default=defaults.ETA, min=-10.0, max=10.0, step=0.01,
                                tooltip="0 = reconstruct the input, 1 = the target text; paper: 0.6-0.8. Outside "
                                        "[0, 1] extrapolates."),
             ],

@@ -5,6 +5,7 @@ import time
 
 from comfy_api.latest import io
 
+from ..core import defaults
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries, to_conditioning, trained_tensors
 from .finetune_file import check_texts_to_save
@@ -13,6 +14,7 @@ from .training_run import (
     BATCH_SIZE_TOOLTIP,
     LOW_MEMORY_DEFAULT,
     LOW_MEMORY_TOOLTIP,
+    STEPS_TOOLTIP,
     TrainingSettings,
     TrainingSetup,
     training_mode,
@@ -42,11 +44,11 @@ class ImagicOptimizeEmbedding(io.ComfyNode):
                                               "'a photo of a sitting dog'."),
                 io.Latent.Input("latent",
                                 tooltip="The input photo, VAE-encoded with this checkpoint's VAE (one image)."),
-                io.Int.Input("steps", default=250, min=1, max=100000,
-                             tooltip="Optimisation steps (paper: 1000). 250: on the shapes benchmark as good as "
-                                     "1000 in a quarter of the time (bench/RESULTS.md); full-size models may differ."),
-                io.Float.Input("learning_rate", default=2e-3, min=1e-7, max=1.0, step=1e-5,
-                               tooltip="Adam learning rate (paper: 2e-3)."),
+                io.Int.Input("steps", default=defaults.EMBED_STEPS, min=1, max=100000,
+                             tooltip=STEPS_TOOLTIP.format(what="Optimisation", steps=defaults.EMBED_STEPS,
+                                                          paper=defaults.PAPER["embed_steps"])),
+                io.Float.Input("learning_rate", default=defaults.EMBED_LEARNING_RATE, min=1e-7, max=1.0, step=1e-5,
+                               tooltip=f"Adam learning rate (paper: {defaults.PAPER['embed_learning_rate']:g})."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the training noise and timesteps; same seed and inputs give the same "
                                      "result."),

@@ -8,6 +8,7 @@ import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
 
+from ..core import defaults
 from ..core import finetune_format as fmt
 from .comfy_model import context_width
 from .errors import fail
@@ -23,7 +24,6 @@ from .finetune_file import (
     save_path,
     write_atomic,
 )
-from .finetune_unet import DEFAULT_LEARNING_RATE
 
 NODE_ID = "ImagicSaveFinetune"
 LOG = logging.getLogger("comfyui-imagic")
@@ -61,7 +61,7 @@ class ImagicSaveFinetune(io.ComfyNode):
                                        "and Save Lora does (small, approximate)."),
                 io.Int.Input("svd_rank", default=64, min=1, max=1024,
                              tooltip="Rank of the SVD extraction (full_storage 'svd' only)."),
-                io.Float.Input("suggested_eta", default=0.8, min=-10.0, max=10.0, step=0.01,
+                io.Float.Input("suggested_eta", default=defaults.ETA, min=-10.0, max=10.0, step=0.01,
                                tooltip="The eta that gave a good edit, stored as a starting point for whoever loads "
                                        "the file."),
             ],
@@ -107,7 +107,7 @@ class ImagicSaveFinetune(io.ComfyNode):
                        "connect the e_opt made with this model")
 
         settings = graph_settings(cls.hidden.prompt if cls.hidden else None,
-                                  cls.hidden.unique_id if cls.hidden else None, DEFAULT_LEARNING_RATE)
+                                  cls.hidden.unique_id if cls.hidden else None)
         if settings.wrong_e_opt:
             raise fail(NODE_ID, settings.wrong_e_opt, "connect the same e_opt (Imagic Optimize Embedding's "
                                                       "'optimized' output) to both nodes")

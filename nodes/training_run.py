@@ -19,6 +19,8 @@ from .errors import fail
 from .progress import TrainingProgress
 
 LOW_MEMORY_DEFAULT = True
+STEPS_TOOLTIP = ("{what} steps (paper: {paper}). {steps}: on the shapes benchmark as good as {paper} in a quarter of "
+                 "the time (bench/RESULTS.md); full-size models may differ.")
 LOW_MEMORY_TOOLTIP = (
     "Use less memory: gradient checkpointing; on a CUDA GPU with bf16 units also bf16 mixed precision (fp32 "
     "master copies of what trains, frozen weights kept in bf16) and ComfyUI's other models unloaded from the GPU "

@@ -139,7 +139,8 @@ def constant_latent(comfy):
 
 
 @pytest.mark.parametrize("wiring, words", [
-    ({"target": ["31", 0]}, ["the target input is", "another model family", "target text with the CLIP of the same checkpoint"]),
+    ({"target": ["31", 0]}, ["the target input is", "another model family",
+                             "target text with the CLIP of the same checkpoint"]),
     ({"negative": ["31", 0]}, ["the negative input is", "another model family", "negative text"]),
     ({"vae": ["32", 2]}, ["the vae has 16 channels", "works on 4-channel", "VAE of the same checkpoint"]),
     ({"finetuned_model": ["30", 0]}, ["finetuned_model is a SDXL model but model is SD15", "trained from this"]),

@@ -226,14 +226,14 @@ LEARNING_RATE_JS = """() => {
 
 
 def test_learning_rate_shows_its_default_and_follows_the_method(frontend, workflow_server):
-    """No 0.0000000 on a fresh node: lora's 1e-4; full switches to the paper's 5e-7; a typed rate stays. (The
-    two defaults: the server's object_info and cli.edit_prompt.METHOD_DEFAULT_RATES, which test_cli.py holds
-    to nodes/finetune_unet.py's DEFAULT_LEARNING_RATE; no in-process ComfyUI next to Playwright's loop.)"""
+    """No 0.0000000 on a fresh node: lora's 1e-4; full switches to the paper's 5e-7; a typed rate stays. The js
+    reads the rates from the server (GET /imagic/defaults, core/defaults.py), as does the node's own default."""
     close_dialogs(frontend)
     spec = workflow_server.get("/object_info")["ImagicFinetuneUNet"]["input"]["required"]["learning_rate"][1]
-    lora = spec["default"]
-    (full,) = {r for r in sub("cli.edit_prompt").METHOD_DEFAULT_RATES if r} - {lora}
-    assert (lora, full) == (1e-4, 5e-7)
+    served = workflow_server.get("/imagic/defaults")
+    assert served == sub("core.defaults").as_data()
+    lora, full = served["learning_rate"]["lora"], served["learning_rate"]["full"]
+    assert (spec["default"], lora, full) == (1e-4, 1e-4, 5e-7)
     seen = frontend.evaluate(LEARNING_RATE_JS)
     assert seen == pytest.approx([lora, full, lora, 0.003], rel=1e-9)
 

@@ -153,8 +153,7 @@ def test_method_from_the_command_line_takes_its_own_default_learning_rate(comfy)
     """--method full on a workflow that has lora's default rate trains at full's (0 = the method's default), not
     at 1e-4; a rate the workflow's author typed stays."""
     edit_prompt = sub("cli.edit_prompt")
-    defaults = sub("nodes.finetune_unet").DEFAULT_LEARNING_RATE
-    assert set(defaults.values()) | {0} == set(edit_prompt.METHOD_DEFAULT_RATES)
+    defaults = sub("core.defaults").LEARNING_RATE
     workflow_api = sub("cli.workflow_api")
     prompt = workflow_api.to_api(json.loads((ROOT / "workflows" / "imagic_edit.json").read_text()),
                                  workflow_api.object_info_in_process())

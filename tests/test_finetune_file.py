@@ -369,13 +369,13 @@ def test_training_settings_are_read_through_primitive_nodes(comfy):
         "13": {"class_type": "SomeSeedNode", "inputs": {"a": 1, "b": 2}},  # not a primitive: left out
         "20": save_node(),
     }
-    settings = ff.graph_settings(prompt, "20", {"lora": 1e-4, "full": 5e-7})
+    settings = ff.graph_settings(prompt, "20")
     assert settings.training == {"embedding_steps": 1000, "embedding_learning_rate": 0.002, "embedding_seed": 3,
                                  "finetune_steps": 1500, "finetune_learning_rate": 1e-4}
     assert settings.target_text == "a dog" and settings.wrong_e_opt is None
     prompt["20"]["inputs"]["optimized"] = ["99", 0]  # an e_opt other than the fine-tune's
-    assert "#5 ImagicOptimizeEmbedding" in ff.graph_settings(prompt, "20", {}).wrong_e_opt
-    assert ff.graph_settings(None, None, {}).training == {}
+    assert "#5 ImagicOptimizeEmbedding" in ff.graph_settings(prompt, "20").wrong_e_opt
+    assert ff.graph_settings(None, None).training == {}
 
 
 def test_svd_extraction_is_comfyuis(comfy):

@@ -1,0 +1,43 @@
+"""Every default of the Imagic nodes, in one place: the nodes' inputs, the graph editor's learning-rate switch
+(served to js/imagic_learning_rate.js as data, ``/imagic/defaults``), the CLI and the benchmarks read them here.
+
+The training defaults were measured on the shapes benchmark (bench/RESULTS.md, Edit quality): A 250 steps and
+B 375 LoRA steps are as good there as the paper's 1000 + 1500 in a quarter of the time; full-size models may
+differ. ComfyUI-free (plain values), like the rest of ``core``.
+"""
+from __future__ import annotations
+
+# Step A, Imagic Optimize Embedding
+EMBED_STEPS = 250
+EMBED_LEARNING_RATE = 2e-3  # the paper's
+
+# Step B, Imagic Finetune UNet
+TUNE_STEPS = 375
+TUNE_METHOD = "lora"
+LEARNING_RATE = {"lora": 1e-4, "full": 5e-7}  # per method; full: the paper's
+LORA_RANK = 8
+METHOD_DEFAULT = 0.0  # a learning rate of 0 means the method's default (LEARNING_RATE)
+
+# Step C, Imagic Interpolate Conditioning (and the eta a saved fine-tune suggests)
+ETA = 0.8
+
+# The paper's settings for Stable Diffusion (Kawar et al. 2022), quoted in tooltips and compared in the benchmarks
+PAPER = {"embed_steps": 1000, "embed_learning_rate": 2e-3, "tune_steps": 1500, "tune_learning_rate": 5e-7,
+         "eta": (0.6, 0.8)}
+
+
+def learning_rate(method: str, given: float) -> float:
+    """The learning rate a fine-tune with ``method`` uses: the given one, or the method's default for 0."""
+    return given or LEARNING_RATE[method]
+
+
+def is_method_default(rate) -> bool:
+    """Whether ``rate`` stands for "the method's default": 0 or one of the methods' defaults (a graph saved with
+    one method's default keeps following the method, as in the graph editor)."""
+    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and (
+        rate == METHOD_DEFAULT or any(abs(rate - d) <= d * 1e-6 for d in LEARNING_RATE.values()))
+
+
+def as_data() -> dict:
+    """What the graph editor reads (JSON)."""
+    return {"learning_rate": dict(LEARNING_RATE), "method_default": METHOD_DEFAULT}
