@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+from ..core import defaults
 from ..core.auto_eta import DEFAULT_RULE
 from .edit_prompt import PromptError, nodes_of, one
 
@@ -24,8 +25,8 @@ def _fed_by(prompt: dict, source: str, class_type: str) -> str:
     return found[0]
 
 
-def use_auto_eta(prompt: dict, prefix: str, eta_min: float = 0.4, eta_max: float = 1.0, count: int = 7) -> dict:
-    """A copy of ``prompt`` that samples ``count`` etas and keeps the one Imagic Auto Eta chooses."""
+def use_auto_eta(prompt: dict, prefix: str) -> dict:
+    """A copy of ``prompt`` that samples Imagic Auto Eta's default etas and keeps the one it chooses."""
     out = copy.deepcopy(prompt)
     optimize, tune = one(out, "ImagicOptimizeEmbedding"), one(out, "ImagicFinetuneUNet")
     mix = one(out, "ImagicInterpolateConditioning")
@@ -36,7 +37,7 @@ def use_auto_eta(prompt: dict, prefix: str, eta_min: float = 0.4, eta_max: float
     out[node] = {"class_type": AUTO_ETA, "_meta": {"title": "Imagic Auto Eta"}, "inputs": {
         "model": o["model"], "finetuned_model": [tune, 0], "optimized": [optimize, 0],
         "target": o["conditioning"], "negative": s["negative"], "latent": o["latent"],
-        "vae": out[decode]["inputs"]["vae"], "eta_min": eta_min, "eta_max": eta_max, "count": count,
+        "vae": out[decode]["inputs"]["vae"], **defaults.AUTO_ETA,
         "rule": DEFAULT_RULE, "seed": s["seed"], "steps": s["steps"], "cfg": s["cfg"],
         "sampler_name": s["sampler_name"], "scheduler": s["scheduler"]}}
     # the decoded edit -> the chosen image; its latent -> latent; the eta Interpolate output -> the chosen eta

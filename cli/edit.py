@@ -95,8 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                     "(default: the workflow's v1-5-pruned-emaonly.safetensors)")
     how.add_argument("--eta", type=eta_value, nargs="+",
                      help=f"one or several etas (default {defaults.ETA}, the workflow's); training runs once. "
-                          "'auto': Imagic Auto Eta samples 0.4-1.0, picks one by the frozen model's own score, and "
-                          "also writes the grid of all")
+                          f"'auto': Imagic Auto Eta samples {defaults.AUTO_ETA['eta_min']}-"
+                          f"{defaults.AUTO_ETA['eta_max']}, picks one by the frozen model's own score, and also "
+                          "writes the grid of all")
     how.add_argument("--embed-steps", type=int,
                      help=f"Imagic Optimize Embedding steps (default {defaults.EMBED_STEPS}; paper: "
                           f"{defaults.PAPER['embed_steps']})")

@@ -14,6 +14,7 @@ shapes benchmark (``bench/edit_quality.py``), which picked the default.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -104,6 +105,11 @@ RULES: dict[str, Callable[[list[EtaScore]], int]] = {
     "gain_minus_distance": gain_minus_distance,
 }
 DEFAULT_RULE = "gain_minus_distance"
+
+
+def rule_help(name: str) -> str:
+    """A rule's one-line help: the first line of its docstring (the registry above is the one list of rules)."""
+    return inspect.getdoc(RULES[name]).splitlines()[0].rstrip(".")
 
 
 def choose(scores: list[EtaScore], rule: str = DEFAULT_RULE) -> int:

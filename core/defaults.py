@@ -21,6 +21,9 @@ METHOD_DEFAULT = 0.0  # a learning rate of 0 means the method's default (LEARNIN
 # Step C, Imagic Interpolate Conditioning (and the eta a saved fine-tune suggests)
 ETA = 0.8
 
+# Imagic Auto Eta: the etas it tries (its rule's default is core/auto_eta.DEFAULT_RULE, beside the rules)
+AUTO_ETA = {"eta_min": 0.4, "eta_max": 1.0, "count": 7}
+
 # The paper's settings for Stable Diffusion (Kawar et al. 2022), quoted in tooltips and compared in the benchmarks
 PAPER = {"embed_steps": 1000, "embed_learning_rate": 2e-3, "tune_steps": 1500, "tune_learning_rate": 5e-7,
          "eta": (0.6, 0.8)}

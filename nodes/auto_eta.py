@@ -10,11 +10,13 @@ import comfy.samplers
 import nodes as comfy_nodes  # ComfyUI's nodes.py (the pack's own package is imported relatively)
 from comfy_api.latest import io, ui
 
+from ..core import defaults
 from ..core.auto_eta import (
     DEFAULT_RULE,
     RULES,
     choose,
     eta_candidates,
+    rule_help,
     score_edits,
     score_table,
     scores_json,
@@ -28,12 +30,6 @@ from .interpolate_conditioning import interpolated
 from .training_run import frozen_denoiser
 
 NODE_ID = "ImagicAutoEta"
-RULE_HELP = {
-    "first_positive": "the smallest eta whose output the target text explains better than e_opt does",
-    "half_gain": "the smallest eta reaching half of the largest text gain",
-    "max_gain": "the eta whose output the target text explains best",
-    "gain_minus_distance": "the largest text gain minus the distance to the input",
-}
 
 
 def sample(model, positive, negative, latent: dict, seed, steps, cfg, sampler_name, scheduler) -> torch.Tensor:
@@ -120,14 +116,14 @@ class ImagicAutoEta(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The input photo's latent (the one Imagic trained on); the edits "
                                                   "are sampled at its size and compared with it."),
                 io.Vae.Input("vae", tooltip="The checkpoint's VAE, to decode the edits."),
-                io.Float.Input("eta_min", default=0.4, min=-10.0, max=10.0, step=0.05,
+                io.Float.Input("eta_min", default=defaults.AUTO_ETA["eta_min"], min=-10.0, max=10.0, step=0.05,
                                tooltip="Smallest eta tried (0 = reconstruct the input)."),
-                io.Float.Input("eta_max", default=1.0, min=-10.0, max=10.0, step=0.05,
+                io.Float.Input("eta_max", default=defaults.AUTO_ETA["eta_max"], min=-10.0, max=10.0, step=0.05,
                                tooltip="Largest eta tried (1 = the target text only)."),
-                io.Int.Input("count", default=7, min=1, max=32,
+                io.Int.Input("count", default=defaults.AUTO_ETA["count"], min=1, max=32,
                              tooltip="How many etas, evenly spaced from eta_min to eta_max (one sampling each)."),
                 io.Combo.Input("rule", options=list(RULES), default=DEFAULT_RULE,
-                               tooltip="How the scores choose: " + "; ".join(f"{k}: {v}" for k, v in RULE_HELP.items())
+                               tooltip="How the scores choose: " + "; ".join(f"{k}: {rule_help(k)}" for k in RULES)
                                + f". Default {DEFAULT_RULE}: measured best on the shapes benchmark "
                                  "(bench/RESULTS.md)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,

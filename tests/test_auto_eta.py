@@ -10,7 +10,7 @@ from PIL import Image
 
 from asserts import assert_clear, validation_message
 from graphs import imagic_graph, write_input_image
-from pack import sub
+from pack import ROOT, sub
 
 auto = sub("core.auto_eta")
 TUNE = {"method": "lora", "tune_lr": 3e-3, "tune_steps": 40, "embed_steps": 30}
@@ -235,3 +235,15 @@ def test_cli_eta_auto_cannot_be_mixed_with_numbers(tmp_path):
 
     result = run_edit("--demo", "--eta", "auto", "0.5", "--out", tmp_path / "out")
     assert result.returncode == 2 and "give it alone" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_each_rule_carries_its_help_the_node_and_its_page_show():
+    """One registry of rules (core/auto_eta.RULES): a rule's help is its docstring's first line; the node's
+    tooltip is built from it and the help page describes every rule (a new rule without a docstring or a
+    line on the page fails here)."""
+    docs = ROOT / "js" / "docs"
+    page = next(p for p in (docs / "ImagicAutoEta" / "en.md", docs / "ImagicAutoEta.md") if p.is_file()).read_text()
+    for name in auto.RULES:
+        assert len(auto.rule_help(name)) > 20, name
+        assert f"**{name}**" in page, name
+    assert auto.rule_help("max_gain") == "The output the target text explains best (relative to e_opt)"
