@@ -38,15 +38,15 @@ before any work starts, the family named by its ``supported_models`` config clas
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
 import comfy.model_base
 import comfy.model_sampling
 
 from .errors import fail
-
-_NAMES = "SD1.x, SD2.x (base and 768-v), SD2.1 unCLIP, SDXL (and its refiner), SD3 and Flux"
-FIX_OTHER = f"use a checkpoint of a supported family: {_NAMES}"
 
 
 def _sdxl_pooled(base) -> int:  # y = pooled + 6 size embeddings of 256
@@ -57,15 +57,24 @@ def _refiner_pooled(base) -> int:  # y = pooled + 4 size embeddings + aesthetic 
     return base.adm_channels - 5 * 256
 
 
-# model_base class name -> the width of the pooled_output the model consumes (None: not consumed).
+@dataclass(frozen=True)
+class Family:
+    names: str  # what users call the checkpoints ComfyUI loads as this class
+    pooled_width: Callable | None  # base model -> the width of the pooled_output it consumes; None: not consumed
+
+
+# model_base class name -> the family: one entry per supported family (a new family is one line here, a tiny model
+# in nodes/tiny_checkpoint.py and a test in tests/test_families.py)
 SUPPORTED = {
-    "BaseModel": None,
-    "SD21UNCLIP": None,
-    "SDXL": _sdxl_pooled,
-    "SDXLRefiner": _refiner_pooled,
-    "SD3": lambda base: base.adm_channels,
-    "Flux": lambda base: base.model_config.unet_config.get("vec_in_dim"),
+    "BaseModel": Family("SD1.x, SD2.x (base and 768-v)", None),
+    "SD21UNCLIP": Family("SD2.1 unCLIP", None),
+    "SDXL": Family("SDXL", _sdxl_pooled),
+    "SDXLRefiner": Family("the SDXL refiner", _refiner_pooled),
+    "SD3": Family("SD3", lambda base: base.adm_channels),
+    "Flux": Family("Flux", lambda base: base.model_config.unet_config.get("vec_in_dim")),
 }
+_NAMES = ", ".join(f.names for f in list(SUPPORTED.values())[:-1]) + f" and {list(SUPPORTED.values())[-1].names}"
+FIX_OTHER = f"use a checkpoint of a supported family: {_NAMES}"
 
 _VIDEO = "a video model: its latents have a frame axis and it generates clips; Imagic edits one image"
 _TEXT_UNVERIFIED = ("a text-to-image model whose conditioning (text encoder outputs, attention masks, "
@@ -140,7 +149,8 @@ def sampling_kind(model) -> tuple[type, type]:
 
 def pooled_width(model) -> int | None:
     """Width of the ``pooled_output`` the diffusion model consumes, None where it consumes none."""
-    width_of = SUPPORTED.get(type(model.model).__name__)
+    family = SUPPORTED.get(type(model.model).__name__)
+    width_of = family.pooled_width if family else None
     return width_of(model.model) if width_of else None
 
 

@@ -37,11 +37,6 @@ import comfy.text_encoders.sd3_clip
 from comfy.ldm.modules.diffusionmodules.mmdit import get_2d_sincos_pos_embed
 from comfy_api.latest import io
 
-FAMILIES = ("sd15", "sd2", "sd2v", "sdxl", "sd3", "flux")
-# Buildable by build_tiny_checkpoint for the tests, not offered by the node: the SDXL refiner and SD2.1
-# unCLIP (supported variants), and an SD1.5 inpainting model (a family Imagic rejects, see nodes/families.py).
-EXTRA_FAMILIES = ("sdxl_refiner", "sd21_unclip", "sd15_inpaint")
-
 # ---------------------------------------------------------------------------------------------------
 # Model configs: tiny subclasses of the real supported_models classes.
 
@@ -103,6 +98,9 @@ class _Family:
     unet: dict  # full unet_config, as model_detection would produce it
     # Builds the ClipTarget; default is the config's own clip_target(), as the real loader does.
     clip_target: Callable | None = None
+    # Offered by the node; else built by build_tiny_checkpoint for the tests only (the SDXL refiner and SD2.1
+    # unCLIP, supported variants; an SD1.5 inpainting model, a family Imagic rejects: nodes/families.py).
+    offered: bool = True
 
 
 _SPECS: dict[str, _Family] = {
@@ -119,14 +117,14 @@ _SPECS: dict[str, _Family] = {
         **_UNET, "context_dim": 1280, "use_linear_in_transformer": True,
         "adm_in_channels": 2560, "num_classes": "sequential",
         "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
-    }),
+    }, offered=False),
     "sd21_unclip": _Family(TinySD21UnclipH, {
         **_UNET, "context_dim": 1024, "use_linear_in_transformer": True,
         "adm_in_channels": 2048, "num_classes": "sequential",
-    }),
+    }, offered=False),
     # in_channels 9: the latent + mask + masked image, as the real sd-v1-5-inpainting
     "sd15_inpaint": _Family(TinySD15, {**_UNET, "in_channels": 9, "context_dim": 768,
-                                       "use_linear_in_transformer": False}),
+                                       "use_linear_in_transformer": False}, offered=False),
     "sd3": _Family(TinySD3, {
         "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": _SD3_DEPTH, "input_size": None,
         "adm_in_channels": 2048, "pos_embed_scaling_factor": None,
@@ -147,6 +145,8 @@ _SPECS: dict[str, _Family] = {
         "qkv_bias": True, "guidance_embed": True,
     }),
 }
+FAMILIES = tuple(name for name, spec in _SPECS.items() if spec.offered)  # the node's choices
+EXTRA_FAMILIES = tuple(name for name, spec in _SPECS.items() if not spec.offered)
 
 # Text encoders: real hidden width and vocabulary, few layers (3: SD2/SDXL/SD3 read the penultimate
 # one), tiny MLP. ComfyUI merges "<model_name>_model_config" over the shipped JSON config.
