@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .lora import svd_extract
+
 FORMAT = "imagic-finetune"
 FORMAT_VERSION = 1
 UNET_PREFIX = "diffusion_model."
@@ -34,12 +36,6 @@ CROSS_ATTN = "cross_attn"  # the name of an entry's main tensor (as ComfyUI's sa
 STORAGES = ("lora", "exact", "svd")
 UNET_SUFFIXES = (".lora_up.weight", ".lora_down.weight", ".alpha", ".diff", ".diff_b")
 
-# Fingerprint: how many weight tensors are sampled, how many values from each, and the relative L2
-# distance under which two samples count as the same weights (fp32 vs fp16/bf16 copies of one checkpoint
-# differ by < 0.4 % per value).
-SAMPLED_TENSORS = 32
-VALUES_PER_TENSOR = 8
-SAME_WEIGHTS_TOLERANCE = 1e-2
 # The target text is stored in the safetensors header, which readers cap at 100 MB; a text is refused above
 # 1 MB (a prompt is a few hundred bytes), before any work.
 MAX_TEXT_BYTES = 1_000_000
@@ -144,46 +140,6 @@ def conditioning_from_tensors(tensors: Mapping[str, torch.Tensor], layout: list[
 
 # ---------------------------------------------------------------------------------------------------
 # The UNet delta
-
-
-def svd_extract(diff: torch.Tensor, rank: int, *, lowrank: bool = False,
-                clamp_quantile: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """ComfyUI's LoRA extraction (``comfy_extras/nodes_lora_extract.extract_lora``): (up, down) with
-    ``up @ down`` the best rank-``rank`` approximation of ``diff`` (flattened for convolutions), singular
-    values folded into ``up``, conv shapes (out, r, 1, 1) / (r, in, kh, kw).
-
-    Differences from ComfyUI's function:
-
-    * no clamping by default. ComfyUI clamps both factors at the 0.99 quantile of their values
-      (``clamp_quantile=0.99`` does the same), a kohya heritage for half-precision files. The factors here
-      stay float32, and the clamp only adds error -- and an error that depends on the delta's absolute
-      scale (it compares ``U*S`` with the unit-norm ``Vh``): on a rank-6 test matrix it makes the
-      rank-6 extraction 20 % off instead of 0.25 %.
-    * the thin SVD (``full_matrices=False``; the full one also builds an n x n matrix never used), and no
-      ``squeeze`` of 1x1 convolutions (which would also drop a dimension of size 1). Same result.
-    * ``lowrank`` uses ``torch.svd_lowrank`` (randomised, same shapes, near-optimal factors): only for
-      benchmarks on a CPU, where the exact SVD of SD1.5's 1280 x 11520 kernels takes minutes.
-    """
-    shape = diff.shape
-    matrix = diff.reshape(shape[0], -1).float()
-    rank = max(1, min(rank, *matrix.shape))
-    if lowrank:
-        u, s, v = torch.svd_lowrank(matrix, q=min(rank + 10, *matrix.shape), niter=2)
-        vh = v.T
-    else:
-        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-    up = u[:, :rank] @ torch.diag(s[:rank])
-    down = vh[:rank, :]
-    if clamp_quantile is not None:
-        values = torch.cat([up.flatten(), down.flatten()])
-        if values.numel() > 1 << 24:  # torch.quantile's input limit; a strided subsample estimates it
-            values = values[:: math.ceil(values.numel() / (1 << 24))]
-        hi = torch.quantile(values, clamp_quantile)
-        up, down = up.clamp(-hi, hi), down.clamp(-hi, hi)
-    if len(shape) > 2:
-        up = up.reshape(shape[0], rank, *([1] * (len(shape) - 2)))
-        down = down.reshape(rank, *shape[1:])
-    return up.contiguous(), down.contiguous()
 
 
 def method_of(keys: Iterable[str]) -> str:
@@ -294,67 +250,6 @@ def build_file(delta: Mapping[str, torch.Tensor], conditioning: list, *, storage
                               target_text=target_text, suggested_eta=suggested_eta, e_opt_layout=layout,
                               digest=tensors_digest(tensors), training=training)
     return tensors, metadata, dropped
-
-
-# ---------------------------------------------------------------------------------------------------
-# Base model fingerprint
-
-
-def _sample_positions(name: str, numel: int, count: int) -> list[int]:
-    digest = hashlib.sha256(name.encode()).digest()
-    return [int.from_bytes(digest[4 * j: 4 * j + 4], "little") % numel for j in range(count)]
-
-
-def fingerprint(shapes: Mapping[str, tuple], value: Callable[[str], torch.Tensor]) -> dict:
-    """A cheap identity of a diffusion model's weights.
-
-    ``architecture``: SHA-256 of every weight name and shape (sorted). ``sample``: ``VALUES_PER_TENSOR``
-    values (positions derived from the name) from each of ``SAMPLED_TENSORS`` matrices/kernels spread
-    evenly over the sorted names; ``value(name)`` returns that tensor as the model computes with it
-    (its patches applied). Only the sampled tensors are read.
-    """
-    names = sorted(shapes)
-    text = "\n".join(f"{n}:{','.join(str(int(d)) for d in shapes[n])}" for n in names)
-    matrices = [n for n in names if len(shapes[n]) >= 2 and math.prod(shapes[n]) > 0]
-    count = min(SAMPLED_TENSORS, len(matrices))
-    picked = [matrices[round(i * (len(matrices) - 1) / max(count - 1, 1))] for i in range(count)]
-    sample = []
-    for name in dict.fromkeys(picked):
-        tensor = value(name)
-        flat = tensor.detach().reshape(-1)
-        idx = torch.tensor(_sample_positions(name, flat.numel(), VALUES_PER_TENSOR), device=flat.device)
-        sample.extend(float(v) for v in flat[idx].float().cpu())
-    return {"architecture": hashlib.sha256(text.encode()).hexdigest()[:32], "tensors": len(names),
-            "sample": [float(f"{v:.7g}") for v in sample]}
-
-
-@dataclass(frozen=True)
-class FingerprintCheck:
-    same: bool
-    architecture_differs: bool
-    detail: str
-
-
-def compare_fingerprints(saved: dict, current: dict) -> FingerprintCheck:
-    if saved.get("architecture") != current.get("architecture"):
-        return FingerprintCheck(False, True, f"the model has another architecture (weight names/shapes: "
-                                             f"{current.get('tensors')} tensors, hash {current.get('architecture')}; "
-                                             f"the file's base: {saved.get('tensors')} tensors, hash "
-                                             f"{saved.get('architecture')})")
-    a = torch.tensor(saved.get("sample", []), dtype=torch.float64)
-    b = torch.tensor(current.get("sample", []), dtype=torch.float64)
-    if a.shape != b.shape:
-        return FingerprintCheck(False, False, "the weight samples have different lengths")
-    if a.numel() == 0:
-        return FingerprintCheck(True, False, "same architecture (no weights to sample)")
-    distance = float((a - b).norm() / a.norm().clamp_min(1e-12))
-    if distance == 0.0:
-        return FingerprintCheck(True, False, "same weights")
-    if distance <= SAME_WEIGHTS_TOLERANCE:
-        return FingerprintCheck(True, False, f"same weights at another precision (sampled values differ by "
-                                             f"{100 * distance:.2g} %)")
-    return FingerprintCheck(False, False, f"same architecture but other weights (sampled values differ by "
-                                          f"{100 * distance:.3g} %)")
 
 
 # ---------------------------------------------------------------------------------------------------

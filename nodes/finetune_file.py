@@ -24,6 +24,7 @@ import folder_paths
 
 from ..core import defaults
 from ..core import finetune_format as fmt
+from ..core import fingerprint as fingerprints
 from .errors import fail
 
 SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
@@ -47,7 +48,7 @@ def model_shapes(model) -> dict[str, tuple]:
 
 
 def model_fingerprint(model) -> dict:
-    """``core.finetune_format.fingerprint`` of the model as it computes: its LoRAs/patches applied to the
+    """``core.fingerprint.fingerprint`` of the model as it computes: its LoRAs/patches applied to the
     sampled tensors (only those are computed). Nothing is loaded to the GPU or written."""
     entries = _unet_weights(model)
     shapes = {k[len(fmt.UNET_PREFIX):]: tuple(v[0][0].shape) for k, v in entries.items()}
@@ -61,7 +62,7 @@ def model_fingerprint(model) -> dict:
         return comfy.lora.calculate_weight(patches, w, key)
 
     with torch.inference_mode():
-        return fmt.fingerprint(shapes, value)
+        return fingerprints.fingerprint(shapes, value)
 
 
 def carries_delta(model, delta: dict, weights: int = 16) -> bool:

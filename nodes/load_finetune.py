@@ -9,6 +9,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..core import finetune_format as fmt
+from ..core import fingerprint as fingerprints
 from .errors import fail
 from .finetune_file import file_state, model_fingerprint, model_shapes, read_finetune
 
@@ -74,7 +75,7 @@ class ImagicLoadFinetune(io.ComfyNode):
         loaded = read_finetune(NODE_ID, lora_name)
         info = loaded.info
         if fingerprint_check != "off":
-            check = fmt.compare_fingerprints(info.fingerprint, model_fingerprint(model))
+            check = fingerprints.compare_fingerprints(info.fingerprint, model_fingerprint(model))
             if not check.same:
                 problem = (f"'{lora_name}' was made from another base model ({info.model_family or 'unknown family'}): "
                            f"{check.detail}")

@@ -379,21 +379,21 @@ def test_training_settings_are_read_through_primitive_nodes(comfy):
 
 
 def test_svd_extraction_is_comfyuis(comfy):
-    """core.finetune_format.svd_extract with ComfyUI's clamp gives the factors of
+    """core.lora.svd_extract with ComfyUI's clamp gives the factors of
     comfy_extras.nodes_lora_extract.extract_lora; without it (the default) it is closer to the delta."""
     from comfy_extras.nodes_lora_extract import extract_lora
 
-    fmt = sub("core.finetune_format")
+    lora = sub("core.lora")
     g = torch.Generator().manual_seed(0)
     for shape, rank in (((48, 40), 8), ((32, 16, 3, 3), 6), ((24, 20, 1, 1), 5)):
         diff = torch.randn(shape, generator=g)
-        up, down = fmt.svd_extract(diff, rank, clamp_quantile=0.99)
+        up, down = lora.svd_extract(diff, rank, clamp_quantile=0.99)
         ref_up, ref_down = extract_lora(diff, rank)
         assert up.shape == ref_up.shape and down.shape == ref_down.shape
         product = up.flatten(1) @ down.flatten(1)
         ref = ref_up.flatten(1) @ ref_down.flatten(1)
         assert torch.allclose(product, ref, atol=1e-4), float((product - ref).abs().max())
-        up, down = fmt.svd_extract(diff, rank)
+        up, down = lora.svd_extract(diff, rank)
         error = float((up.flatten(1) @ down.flatten(1) - diff.flatten(1)).norm())
         assert error < float((ref - diff.flatten(1)).norm())
 

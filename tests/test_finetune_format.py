@@ -7,6 +7,8 @@ import torch
 from pack import sub
 
 fmt = sub("core.finetune_format")
+fpr = sub("core.fingerprint")
+lora = sub("core.lora")
 
 
 def conditioning():
@@ -59,7 +61,7 @@ def test_svd_extract_shapes_and_quality(shape):
     delta = delta + 0.01 * torch.randn(shape, generator=g)
     errors = {}
     for rank in (2, 6):
-        up, down = fmt.svd_extract(delta, rank)
+        up, down = lora.svd_extract(delta, rank)
         assert up.shape == ((out, rank) + (1,) * (len(shape) - 2))
         assert down.shape == ((rank,) + shape[1:])
         approx = (up.flatten(1) @ down.flatten(1)).reshape(shape)
@@ -69,10 +71,10 @@ def test_svd_extract_shapes_and_quality(shape):
         assert errors[rank] <= optimum * 1.001 + 1e-6, (rank, errors[rank], optimum)
     assert errors[6] < 0.01 < errors[2]
     # ComfyUI's 0.99-quantile clamp (optional here) is what makes its extraction worse than the optimum
-    up, down = fmt.svd_extract(delta, 6, clamp_quantile=0.99)
+    up, down = lora.svd_extract(delta, 6, clamp_quantile=0.99)
     clamped = float(((up.flatten(1) @ down.flatten(1)).reshape(shape) - delta).norm() / delta.norm())
     assert clamped > 10 * errors[6], (clamped, errors[6])
-    low_up, low_down = fmt.svd_extract(delta, 6, lowrank=True)
+    low_up, low_down = lora.svd_extract(delta, 6, lowrank=True)
     assert low_up.shape == up.shape and low_down.shape == down.shape
 
 
@@ -139,21 +141,21 @@ def fp(w):
         reads.append(name)
         return w[name]
 
-    out = fmt.fingerprint({k: tuple(v.shape) for k, v in w.items()}, value)
+    out = fpr.fingerprint({k: tuple(v.shape) for k, v in w.items()}, value)
     return out, reads
 
 
 def test_fingerprint_is_deterministic_cheap_and_tolerates_precision():
     a, reads = fp(weights())
     assert fp(weights())[0] == a
-    assert len(reads) == fmt.SAMPLED_TENSORS and len(a["sample"]) == fmt.SAMPLED_TENSORS * fmt.VALUES_PER_TENSOR
-    assert fmt.compare_fingerprints(a, a).same
+    assert len(reads) == fpr.SAMPLED_TENSORS and len(a["sample"]) == fpr.SAMPLED_TENSORS * fpr.VALUES_PER_TENSOR
+    assert fpr.compare_fingerprints(a, a).same
     for dtype in (torch.float16, torch.bfloat16):  # the same checkpoint loaded in another precision
-        check = fmt.compare_fingerprints(a, fp(weights(dtype=dtype))[0])
+        check = fpr.compare_fingerprints(a, fp(weights(dtype=dtype))[0])
         assert check.same and "another precision" in check.detail, check
-    other = fmt.compare_fingerprints(a, fp(weights(seed=1))[0])
+    other = fpr.compare_fingerprints(a, fp(weights(seed=1))[0])
     assert not other.same and not other.architecture_differs and "other weights" in other.detail
-    arch = fmt.compare_fingerprints(a, fp(weights(extra=True))[0])
+    arch = fpr.compare_fingerprints(a, fp(weights(extra=True))[0])
     assert not arch.same and arch.architecture_differs
 
 

@@ -345,6 +345,7 @@ def test_pil_to_tensor_gives_float32_rgb_from_any_mode():
 # core/finetune_format.py
 
 fmt = sub("core.finetune_format")
+fpr = sub("core.fingerprint")
 
 
 def _problem_and_fix(call, *args, **kwargs) -> tuple[str, str]:
@@ -489,7 +490,7 @@ def test_build_file_stores_the_delta_as_asked_e_opt_and_metadata_that_reads_back
 def test_build_file_extracts_with_the_randomised_svd_only_when_asked(monkeypatch):
     full, _, cond = _delta_and_cond()
     asked = []
-    real = fmt.svd_extract
+    real = lora.svd_extract
     monkeypatch.setattr(fmt, "svd_extract", lambda d, r, lowrank=False: asked.append(lowrank) or real(d, r))
     fmt.build_file(full, cond, storage="svd", **FILE_ARGS)
     fmt.build_file(full, cond, storage="svd", lowrank=True, **FILE_ARGS)
@@ -511,12 +512,12 @@ def test_svd_storage_keeps_the_deltas_dtype_and_extracts_at_rank_64_by_default()
 def test_svd_extract_is_the_exact_truncated_svd_at_rank_1_and_on_1d_kernels():
     g = torch.Generator().manual_seed(8)
     m = torch.randn(10, 7, generator=g)
-    up, down = fmt.svd_extract(m, 1)
+    up, down = lora.svd_extract(m, 1)
     u, s, vh = torch.linalg.svd(m, full_matrices=False)
     assert up.shape == (10, 1) and down.shape == (1, 7)
     assert torch.allclose(up @ down, s[0] * torch.outer(u[:, 0], vh[0]), atol=1e-5)
     kernel = torch.randn(6, 4, 3, generator=g)  # a 1-d convolution
-    up, down = fmt.svd_extract(kernel, 2)
+    up, down = lora.svd_extract(kernel, 2)
     assert up.shape == (6, 2, 1) and down.shape == (2, 4, 3)
 
 
@@ -524,7 +525,7 @@ def test_lowrank_extraction_is_torchs_randomised_svd_with_10_extra_columns_and_2
     g = torch.Generator().manual_seed(9)
     m = torch.randn(40, 30, generator=g)
     torch.manual_seed(0)
-    up, down = fmt.svd_extract(m, 4, lowrank=True)
+    up, down = lora.svd_extract(m, 4, lowrank=True)
     torch.manual_seed(0)
     u, s, v = torch.svd_lowrank(m, q=14, niter=2)
     assert torch.allclose(up, u[:, :4] * s[:4], atol=1e-6) and torch.allclose(down, v.T[:4], atol=1e-6)
@@ -534,8 +535,8 @@ def test_the_optional_clamp_is_at_the_quantile_of_both_factors_both_ways():
     g = torch.Generator().manual_seed(10)
     for scale, clamped in ((3.0, 0), (1e-3, 1)):  # large singular values: up is clamped; small ones: down
         m = torch.randn(30, 20, generator=g) * scale
-        up0, down0 = fmt.svd_extract(m, 5)
-        up, down = fmt.svd_extract(m, 5, clamp_quantile=0.9)
+        up0, down0 = lora.svd_extract(m, 5)
+        up, down = lora.svd_extract(m, 5, clamp_quantile=0.9)
         hi = torch.quantile(torch.cat([up0.flatten(), down0.flatten()]), 0.9)
         assert torch.equal(up, up0.clamp(-hi, hi)) and torch.equal(down, down0.clamp(-hi, hi))
         factor = (up, down)[clamped]
@@ -545,7 +546,7 @@ def test_the_optional_clamp_is_at_the_quantile_of_both_factors_both_ways():
 def _fingerprint(shapes, seed=0):
     g = torch.Generator().manual_seed(seed)
     weights = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
-    return fmt.fingerprint(shapes, lambda n: weights[n]), weights
+    return fpr.fingerprint(shapes, lambda n: weights[n]), weights
 
 
 def test_fingerprint_samples_every_matrix_evenly_by_name_from_first_to_last():
@@ -555,14 +556,14 @@ def test_fingerprint_samples_every_matrix_evenly_by_name_from_first_to_last():
     expected = []
     for name in sorted(n for n in shapes if n.startswith("m")):  # every matrix (5 < 32), the empty one left out
         flat = weights[name].reshape(-1)
-        expected += [float(f"{float(flat[i]):.7g}") for i in fmt._sample_positions(name, 12, fmt.VALUES_PER_TENSOR)]
+        expected += [float(f"{float(flat[i]):.7g}") for i in fpr._sample_positions(name, 12, fpr.VALUES_PER_TENSOR)]
     assert fp["sample"] == expected
     one, _ = _fingerprint({"only.weight": (2, 2)})
-    assert len(one["sample"]) == fmt.VALUES_PER_TENSOR
+    assert len(one["sample"]) == fpr.VALUES_PER_TENSOR
     many = {f"m{i:03d}.weight": (2, 2) for i in range(100)}
     reads = []
-    fmt.fingerprint(many, lambda n: reads.append(n) or torch.zeros(2, 2))
-    assert reads[0] == "m000.weight" and reads[-1] == "m099.weight" and len(reads) == fmt.SAMPLED_TENSORS
+    fpr.fingerprint(many, lambda n: reads.append(n) or torch.zeros(2, 2))
+    assert reads[0] == "m000.weight" and reads[-1] == "m099.weight" and len(reads) == fpr.SAMPLED_TENSORS
 
 
 def test_sample_positions_are_4_byte_little_endian_words_of_the_names_sha256():
@@ -570,16 +571,16 @@ def test_sample_positions_are_4_byte_little_endian_words_of_the_names_sha256():
 
     digest = hashlib.sha256(b"a.weight").digest()
     words = [int.from_bytes(digest[4 * j:4 * j + 4], "little") for j in range(8)]
-    assert fmt._sample_positions("a.weight", 1000, 8) == [w % 1000 for w in words]
-    assert fmt._sample_positions("a.weight", 2 ** 40, 8) == words  # 4 bytes each: no position beyond 2^32
+    assert fpr._sample_positions("a.weight", 1000, 8) == [w % 1000 for w in words]
+    assert fpr._sample_positions("a.weight", 2 ** 40, 8) == words  # 4 bytes each: no position beyond 2^32
 
 
 def test_architecture_hash_covers_names_and_every_dimension():
     base = {"a.weight": (4, 3), "b.weight": (2, 2)}
-    arch = fmt.fingerprint(base, lambda n: torch.zeros(base[n]))["architecture"]
+    arch = fpr.fingerprint(base, lambda n: torch.zeros(base[n]))["architecture"]
     for other in ({"a.weight": (4, 3), "b.weight": (2, 3)}, {"a.weight": (3, 4), "b.weight": (2, 2)},
                   {"a.weight": (43,), "b.weight": (2, 2)}, {"a.weight": (4, 3), "c.weight": (2, 2)}):
-        assert fmt.fingerprint(other, lambda n, o=other: torch.zeros(o[n]))["architecture"] != arch
+        assert fpr.fingerprint(other, lambda n, o=other: torch.zeros(o[n]))["architecture"] != arch
     import hashlib
 
     assert arch == hashlib.sha256(b"a.weight:4,3\nb.weight:2,2").hexdigest()[:32]
@@ -587,33 +588,33 @@ def test_architecture_hash_covers_names_and_every_dimension():
 
 def test_fingerprint_comparison_says_which_case_and_by_how_much():
     saved = {"architecture": "aa", "tensors": 3, "sample": [1.0, 2.0, 2.0]}
-    check = fmt.compare_fingerprints(saved, dict(saved, architecture="bb", tensors=4))
+    check = fpr.compare_fingerprints(saved, dict(saved, architecture="bb", tensors=4))
     assert (check.same, check.architecture_differs) == (False, True)
     assert check.detail == ("the model has another architecture (weight names/shapes: 4 tensors, hash bb; the file's "
                             "base: 3 tensors, hash aa)")
-    assert fmt.compare_fingerprints(saved, dict(saved)) == fmt.FingerprintCheck(True, False, "same weights")
-    assert fmt.compare_fingerprints(saved, dict(saved, sample=[1.0])) == fmt.FingerprintCheck(
+    assert fpr.compare_fingerprints(saved, dict(saved)) == fpr.FingerprintCheck(True, False, "same weights")
+    assert fpr.compare_fingerprints(saved, dict(saved, sample=[1.0])) == fpr.FingerprintCheck(
         False, False, "the weight samples have different lengths")
-    assert fmt.compare_fingerprints(saved, {"architecture": "aa", "tensors": 3}) == fmt.FingerprintCheck(
+    assert fpr.compare_fingerprints(saved, {"architecture": "aa", "tensors": 3}) == fpr.FingerprintCheck(
         False, False, "the weight samples have different lengths")
     empty = {"architecture": "aa"}
-    assert fmt.compare_fingerprints(empty, dict(empty)) == fmt.FingerprintCheck(
+    assert fpr.compare_fingerprints(empty, dict(empty)) == fpr.FingerprintCheck(
         True, False, "same architecture (no weights to sample)")
-    near = fmt.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.015]))  # 0.5 % of the norm 3
-    assert near == fmt.FingerprintCheck(True, False, "same weights at another precision (sampled values differ by "
+    near = fpr.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.015]))  # 0.5 % of the norm 3
+    assert near == fpr.FingerprintCheck(True, False, "same weights at another precision (sampled values differ by "
                                                      "0.5 %)")
-    edge = fmt.compare_fingerprints({"architecture": "aa", "sample": [0.0, 100.0]},
+    edge = fpr.compare_fingerprints({"architecture": "aa", "sample": [0.0, 100.0]},
                                     {"architecture": "aa", "sample": [0.0, 101.0]})  # exactly the 1 % tolerance
     assert edge.same and "another precision" in edge.detail
     # compared in double precision: a difference below float32's resolution is still a difference
-    fine = fmt.compare_fingerprints({"architecture": "aa", "sample": [1.0]},
+    fine = fpr.compare_fingerprints({"architecture": "aa", "sample": [1.0]},
                                     {"architecture": "aa", "sample": [1 + 1e-9]})
     assert fine.same and "another precision" in fine.detail
-    far = fmt.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.6]))
-    assert far == fmt.FingerprintCheck(False, False, "same architecture but other weights (sampled values differ by "
+    far = fpr.compare_fingerprints(saved, dict(saved, sample=[1.0, 2.0, 2.6]))
+    assert far == fpr.FingerprintCheck(False, False, "same architecture but other weights (sampled values differ by "
                                                      "20 %)")
     zero = {"architecture": "aa", "sample": [0.0, 0.0]}
-    tiny = fmt.compare_fingerprints(zero, dict(zero, sample=[0.0, 1e-13]))  # all-zero weights: no division by 0
+    tiny = fpr.compare_fingerprints(zero, dict(zero, sample=[0.0, 1e-13]))  # all-zero weights: no division by 0
     assert not tiny.same and "other weights" in tiny.detail
 
 
@@ -787,8 +788,8 @@ def test_noise_draws_do_not_depend_on_torchs_default_dtype_and_land_on_the_laten
 def test_the_clamp_of_a_factor_pair_too_large_for_torch_quantile_uses_an_even_subsample():
     """Over 2^24 values (torch.quantile's limit) a strided subsample estimates the quantile (~1.6 s)."""
     m = torch.randn(1, (1 << 24) + 64, generator=torch.Generator().manual_seed(0))  # rank 1: 1 + 2^24 + 64 values
-    up0, down0 = fmt.svd_extract(m, 1)
-    up, down = fmt.svd_extract(m, 1, clamp_quantile=0.99)
+    up0, down0 = lora.svd_extract(m, 1)
+    up, down = lora.svd_extract(m, 1, clamp_quantile=0.99)
     values = torch.cat([up0.flatten(), down0.flatten()])
     exact = values.kthvalue(round(0.99 * (values.numel() - 1)) + 1).values
     hi = down.max()
@@ -917,5 +918,5 @@ def test_denoising_loss_asks_the_output_scale_for_the_predictions_shape():
 def test_fingerprint_samples_one_element_matrices_and_both_of_two():
     shapes = {"a.weight": (1, 1), "b.weight": (2, 2)}
     reads = []
-    fmt.fingerprint(shapes, lambda n: reads.append(n) or torch.ones(shapes[n]))
+    fpr.fingerprint(shapes, lambda n: reads.append(n) or torch.ones(shapes[n]))
     assert reads == ["a.weight", "b.weight"]
