@@ -121,7 +121,7 @@ def main() -> int:
     sub = boot(work / "comfy")
     fmt = sub("core.finetune_format")
     weights = sub("nodes.finetune_weights")
-    writer = sub("nodes.finetune_file")
+    writer = sub("nodes.finetune_paths")
     out_dir = args.keep or work / "files"
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -10,9 +10,9 @@ from comfy_api.latest import io
 from ..core import defaults
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries
-from .finetune_file import check_texts_to_save
 from .finetune_weights import FullFinetune, LoraFinetune
 from .progress import loss_ui
+from .prompt_graph import check_texts_to_save
 from .training_run import (
     BATCH_SIZE_TOOLTIP,
     LOW_MEMORY_DEFAULT,

@@ -10,8 +10,9 @@ from comfy_api.latest import io
 
 from ..core import finetune_format as fmt
 from ..core import fingerprint as fingerprints
+from .base_model import model_fingerprint, model_shapes
 from .errors import fail
-from .finetune_file import file_state, model_fingerprint, model_shapes, read_finetune
+from .finetune_file import file_state, read_finetune
 
 NODE_ID = "ImagicLoadFinetune"
 LOG = logging.getLogger("comfyui-imagic")

@@ -8,8 +8,8 @@ from comfy_api.latest import io
 from ..core import defaults
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries, to_conditioning, trained_tensors
-from .finetune_file import check_texts_to_save
 from .progress import loss_ui
+from .prompt_graph import check_texts_to_save
 from .training_run import (
     BATCH_SIZE_TOOLTIP,
     LOW_MEMORY_DEFAULT,

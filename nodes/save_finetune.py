@@ -10,20 +10,12 @@ from comfy_api.latest import io
 
 from ..core import defaults
 from ..core import finetune_format as fmt
+from .base_model import carries_delta, model_fingerprint, model_shapes
 from .comfy_model import context_width
 from .errors import fail
 from .families import family_name
-from .finetune_file import (
-    PREFIX_FIX,
-    carries_delta,
-    graph_settings,
-    loras_folder,
-    model_fingerprint,
-    model_shapes,
-    prefix_problem,
-    save_path,
-    write_atomic,
-)
+from .finetune_paths import PREFIX_FIX, loras_folder, prefix_problem, save_path, write_atomic
+from .prompt_graph import graph_settings
 
 NODE_ID = "ImagicSaveFinetune"
 LOG = logging.getLogger("comfyui-imagic")

@@ -356,7 +356,7 @@ def test_full_method_exact_and_svd_storage(comfy, image, caplog):
 def test_training_settings_are_read_through_primitive_nodes(comfy):
     """The metadata's steps/learning rates/seeds come from the queued prompt, also when a widget is fed by a
     primitive node; learning_rate 0 on Imagic Finetune UNet means the method's default."""
-    ff = sub("nodes.finetune_file")
+    ff = sub("nodes.prompt_graph")
     prompt = {
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ["12", 0]}},
         "5": {"class_type": "ImagicOptimizeEmbedding", "inputs": {"conditioning": ["2", 0], "steps": ["11", 0],
