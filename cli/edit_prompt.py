@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass
 
 GRID = "ImagicLabelledGrid"
+MASK_LOADER = "LoadImageMask"  # imagic_edit_masked's mask (white = edit)
 # Imagic Finetune UNet's method defaults (nodes/finetune_unet.py DEFAULT_LEARNING_RATE) and 0, which means them
 METHOD_DEFAULT_RATES = (0, 0.0, 1e-4, 5e-7)
 
@@ -96,13 +97,16 @@ def _from_grid(prompt: dict, node_id: str) -> bool:
     return source is not None and prompt[source]["class_type"] == GRID
 
 
-def for_edit(prompt: dict, image: str, text: str, eta: float, prefix: str) -> dict:
+def for_edit(prompt: dict, image: str, text: str, eta: float, prefix: str, mask: str | None = None) -> dict:
     """A copy of ``prompt`` for one image, target text and eta, saving the edit under ``prefix`` and the
     labelled input | edit picture (where the workflow has one) under ``prefix_input_edit``, its edit labelled
     with the eta Imagic Interpolate Conditioning outputs (Imagic Auto Eta's chosen one once ``use_auto_eta``
-    has rewired it)."""
+    has rewired it). ``mask``: the greyscale mask file (white = edit) for the workflow's one Load Image (as Mask),
+    read from its red channel (imagic_edit_masked)."""
     out = copy.deepcopy(prompt)
     out[one(out, "LoadImage")]["inputs"]["image"] = image
+    if mask is not None:
+        out[one(out, MASK_LOADER)]["inputs"].update(image=mask, channel="red")
     out[target_encoder(out)]["inputs"]["text"] = text
     mix = one(out, "ImagicInterpolateConditioning")
     out[mix]["inputs"]["eta"] = eta
