@@ -133,3 +133,93 @@ def test_outside_the_mask_is_the_input_and_inside_reaches_the_target(masked_edit
     # (b) inside, the target: blue, and the square stays a square on the right
     assert (reading.colour, reading.shape, reading.position) == TARGET, report
     assert numbers["inside_change"] > 0.05, report
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cli/edit.py --mask, as a user runs it (a separate process).
+
+FEW = ["--embed-steps", 3, "--tune-steps", 3, "--sample-steps", 2]
+DEMO_SCENE = ("red", "circle", "left"), 100  # cli/shapes_demo.py: the demo's picture
+
+
+def write_mask(path, mask: np.ndarray):
+    Image.fromarray((mask * 255).astype(np.uint8), "L").save(path)
+    return path
+
+
+@pytest.mark.skipif(HOST is None, reason=NO_HOST)
+def test_cli_mask_runs_the_masked_template_and_keeps_the_outside(tmp_path):
+    from test_cli import embedded_prompt, run_edit, wrote
+
+    mask = object_mask(world.scene_for_seed(*DEMO_SCENE[0], DEMO_SCENE[1]))
+    out = tmp_path / "out"
+    result = run_edit("--demo", "--mask", write_mask(tmp_path / "mask.png", mask), "--eta", "0.8", *FEW,
+                      "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.rsplit("/", 1)[1] for p in wrote(result)) == [
+        "demo_eta0.80_00001_.png", "demo_eta0.80_input_edit_00001_.png", "demo_input.png", "demo_side_by_side.png"]
+    with Image.open(out / "demo_input.png") as a, Image.open(out / "demo_eta0.80_00001_.png") as b:
+        photo, edit = (np.asarray(i.convert("RGB")).astype(int) for i in (a, b))
+    assert np.array_equal(photo[mask == 0], edit[mask == 0])  # the photo, pixel for pixel
+    assert np.abs(photo - edit)[mask == 1].mean() > 1  # something was drawn inside
+    prompt = embedded_prompt(out / "demo_eta0.80_00001_.png")
+    (loader,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "LoadImageMask"]
+    assert loader["channel"] == "red" and loader["image"] == "001_mask.png"
+    assert [n for n in prompt.values() if n["class_type"] == "SetLatentNoiseMask"]
+
+
+def _bad_masks(tmp_path):
+    from graphs import write_input_image
+
+    good = write_mask(tmp_path / "good.png", np.ones((128, 128), np.float32))
+    (tmp_path / "broken.png").write_text("not a picture")
+    write_input_image(tmp_path, "photo.png", size=64)
+    (tmp_path / "list.json").write_text(json.dumps([{"img_name": "photo.png", "target_text": "a dog"}]))
+    return {
+        "missing": (["--demo", "--mask", tmp_path / "gone.png"], ["mask not found", "gone.png"]),
+        "unreadable": (["--demo", "--mask", tmp_path / "broken.png"], ["cannot read mask", "broken.png"]),
+        "wrong size": (["--demo", "--mask", write_mask(tmp_path / "small.png", np.ones((64, 64), np.float32))],
+                       ["is 64 x 64 pixels but the photo is 128 x 128", "give a mask of the photo's size",
+                        "not resized"]),
+        "wrong size for --image": (["--image", tmp_path / "photo.png", "--text", "a dog", "--mask", good],
+                                   ["is 128 x 128 pixels but the photo is 64 x 64"]),
+        "black": (["--demo", "--mask", write_mask(tmp_path / "black.png", np.zeros((128, 128), np.float32))],
+                  ["black everywhere", "paint white where the edit goes"]),
+        "with --batch": (["--demo", "--batch", tmp_path / "list.json", "--mask", good],
+                         ["--mask goes with one photo", "not --batch"]),
+        "with --eta auto": (["--demo", "--eta", "auto", "--mask", good], ["--eta auto", "give etas as numbers"]),
+    }
+
+
+@pytest.mark.skipif(HOST is None, reason=NO_HOST)
+@pytest.mark.parametrize("case", ["missing", "unreadable", "wrong size", "wrong size for --image", "black",
+                                  "with --batch", "with --eta auto"])
+def test_cli_bad_mask_is_one_line_before_comfyui_starts_and_writes_nothing(tmp_path, case):
+    from test_cli import run_edit
+
+    args, words = _bad_masks(tmp_path)[case]
+    result = run_edit(*args, "--out", tmp_path / "out", cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("imagic-edit: error: "), result.stderr[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]
+    assert result.stdout == "" and not (tmp_path / "out").exists()
+
+
+def test_mask_file_reading_white_or_opaque_is_edit(tmp_path):
+    """--mask's reading (cli/edit_inputs.py mask_pixels): a grey's value (16-bit scaled to 8 bits); a picture
+    with transparency: its alpha (opaque = edit), whatever its colours; a fully opaque RGBA: its grey."""
+    inputs = sub("cli.edit_inputs")
+    ramp = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))
+    Image.fromarray(ramp, "L").save(tmp_path / "grey.png")
+    Image.fromarray(ramp.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 3] = ramp  # black everywhere, the alpha the ramp
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    rgba[..., :3], rgba[..., 3] = ramp[..., None], 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
+    for name in ("grey", "grey16", "alpha", "opaque"):
+        assert np.array_equal(inputs.mask_pixels(tmp_path / f"{name}.png"), ramp), name
+    staged = inputs.mask_ready(tmp_path / "alpha.png", tmp_path, "staged")
+    with Image.open(tmp_path / staged) as image:
+        assert image.mode == "L" and np.array_equal(np.asarray(image), ramp)
