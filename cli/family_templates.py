@@ -251,7 +251,7 @@ def build_masked() -> dict:
     scale = _add_node(w, "ImageScale", (400, 940), (315, 130), [("image", "IMAGE")], [("IMAGE", "IMAGE")],
                       ["bilinear", *photo_size[1:]], title="Resize like the photo")
     _node(w, scale)["inputs"] += _widget_inputs(["upscale_method", "width", "height", "crop"])
-    to_mask = _add_node(w, "ImageToMask", (400, 1120), (315, 58), [("image", "IMAGE")], [("MASK", "MASK")], ["red"],
+    to_mask = _add_node(w, "ImageToMask", (400, 1140), (315, 58), [("image", "IMAGE")], [("MASK", "MASK")], ["red"],
                         title="Convert Image to Mask")
     _node(w, to_mask)["inputs"] += _widget_inputs(["channel"])
     _new_link(w, load, 0, to_image, 0, "MASK")
@@ -274,11 +274,11 @@ def build_masked() -> dict:
     _new_link(w, 6, 0, composite, 0, "IMAGE")  # destination: the photo as the edit sees it
     _new_link(w, 16, 0, composite, 1, "IMAGE")  # source: the decoded edit
     _new_link(w, to_mask, 0, composite, 5, "MASK")
-    _node(w, 17)["pos"] = [1620, 396]
+    _node(w, 17).update(pos=[1620, 396], size=[420, 440])  # above the note on saving the fine-tune
     _add_node(w, "MarkdownNote", (40, 1260), (720, 250), [], [], [MASK_NOTE], title="Masked edit")
     for g in w["groups"]:
         if g["title"] == "Result":
-            g["bounding"][3] = 880
+            g["bounding"][3] = 850
     w["groups"].append({"id": 7, "title": "Mask (white = edit)", "bounding": [20, 780, 740, 440],
                         "color": "#a1309b", "font_size": 24, "flags": {}})
     for order, n in enumerate(w["nodes"]):
