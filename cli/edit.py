@@ -124,8 +124,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--ckpt", help="checkpoint name in ComfyUI's models/checkpoints, or a file path (default: "
                                       "v1-5-pruned-emaonly.safetensors). Its family, told from the .safetensors "
                                       "header by ComfyUI's own detection, picks the workflow: SD 1.x/2.x imagic_edit, "
-                                      "SDXL imagic_edit_sdxl, SD3 imagic_edit_sd3 (text encoders: --clip). Flux comes "
-                                      "as separate files: --unet, --clip, --vae")
+                                      "SDXL imagic_edit_sdxl, SD3 imagic_edit_sd3 (text encoders: --clip); a pickled "
+                                      ".ckpt is not opened to look and runs imagic_edit. Flux comes as separate "
+                                      "files: --unet, --clip, --vae")
     model.add_argument("--unet", metavar="FILE",
                        help="Flux: the diffusion model (name in models/diffusion_models or a path; default "
                             "flux1-dev.safetensors); runs imagic_edit_flux")
@@ -147,7 +148,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                       "SDXL, 28 SD3, 20 Flux)")
     how.add_argument("--seed", type=int, help="seed of the training and the sampler (default 0)")
     how.add_argument("--size", type=int, help="square working size in pixels (default: the workflow's: 512 SD "
-                                              "1.x/2.x, 1024 SDXL, SD3 and Flux)")
+                                              "1.x/2.x, 1024 SDXL, SD3 and Flux; 128 with --demo)")
     how.add_argument("--save-finetune", action="store_true",
                      help="also save each fine-tune (.safetensors, for Imagic Load Finetune) in --out")
     run = p.add_argument_group("where")

@@ -75,6 +75,8 @@ def files(comfy, tmp_path_factory):
         f"lora_unet_down_blocks_0_attentions_0_proj_in.{k}": (4, 4) for k in ("lora_up.weight", "lora_down.weight")})
     out["broken"] = folder / "broken.safetensors"
     out["broken"].write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    out["pickled"] = folder / "old_model.ckpt"  # never opened: a pickle is not unpickled to look
+    out["pickled"].write_bytes(b"not read")
     for name in ("clip_l", "clip_g", "t5xxl", "ae"):  # the text encoders and VAE, by name only
         out[name] = folder / f"{name}.safetensors"
         out[name].touch()
@@ -120,6 +122,9 @@ def test_each_family_runs_its_own_template_with_the_files_given(session, files):
     sd15 = prompt_for(session, "--ckpt", files["sd15"])
     assert inputs_of(sd15, "CheckpointLoaderSimple") == [{"ckpt_name": "sd15_model.safetensors"}]
     assert inputs_of(sd15, "KSampler")[0]["steps"] == 50 and inputs_of(sd15, "ImageScale")[0]["width"] == 512
+    pickled = prompt_for(session, "--ckpt", files["pickled"])  # a .ckpt is not opened: the SD 1.x/2.x workflow
+    assert inputs_of(pickled, "CheckpointLoaderSimple") == [{"ckpt_name": "old_model.ckpt"}]
+    assert inputs_of(pickled, "KSampler")[0]["steps"] == 50
     sdxl = prompt_for(session, "--ckpt", files["sdxl"])
     assert inputs_of(sdxl, "CheckpointLoaderSimple") == [{"ckpt_name": "sdxl_model.safetensors"}]
     assert inputs_of(sdxl, "KSampler")[0]["steps"] == 25 and inputs_of(sdxl, "ImageScale")[0]["width"] == 1024
