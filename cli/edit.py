@@ -50,10 +50,12 @@ from .edit_inputs import (
     single_job,
 )
 from .edit_prompt import (
+    MASK_LOADER,
     EditSettings,
     PromptError,
     apply_settings,
     for_edit,
+    nodes_of,
     one,
     save_finetune,
     without,
@@ -364,6 +366,12 @@ def build_prompt(session: Headless, args, workflow: dict | None = None) -> dict:
     prompt = use_shapes_model(prompt) if args.demo else set_model_files(session, prompt, args)
     if args.save_finetune:
         one(prompt, SAVER)
+    masks = nodes_of(prompt, MASK_LOADER)
+    if args.mask is not None and len(masks) != 1:
+        raise InputError(f"--mask needs a workflow with one Load Image (as Mask) ({MASK_LOADER}), this one has "
+                         f"{len(masks)}: leave out --workflow (--mask runs {MASKED}) or give a copy of {MASKED}")
+    if args.mask is None and masks:
+        raise InputError(f"this workflow edits inside a mask (it has a {MASK_LOADER}): give the mask with --mask FILE")
     return apply_settings(prompt, settings_from(args))
 
 

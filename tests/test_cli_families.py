@@ -16,7 +16,7 @@ import struct
 import pytest
 
 from conftest import HOST, NO_HOST
-from pack import sub
+from pack import ROOT, sub
 
 pytestmark = pytest.mark.skipif(HOST is None, reason=NO_HOST)
 
@@ -143,8 +143,10 @@ def test_each_family_runs_its_own_template_with_the_files_given(session, files):
 
 
 @pytest.mark.parametrize("case", ["flux in --ckpt", "no model", "sdxl in --unet", "sd3 without its encoders",
-                                  "--clip for sd15", "too few --clip", "--mask with sdxl"])
-def test_a_file_that_does_not_fit_is_one_clear_error(session, files, tmp_path, case):
+                                  "--clip for sd15", "too few --clip", "--mask with sdxl",
+                                  "masked workflow without --mask", "--mask with a workflow without a mask"])
+def test_a_file_or_workflow_that_does_not_fit_is_one_clear_error(session, files, tmp_path, case):
+    masked = ROOT / "workflows" / "imagic_edit_masked.json"
     args, words = {
         "flux in --ckpt": (["--ckpt", files["flux"]], ["is Flux's diffusion model alone", "--unet",
                                                        "--clip clip_l.safetensors t5xxl_fp16.safetensors",
@@ -158,6 +160,12 @@ def test_a_file_that_does_not_fit_is_one_clear_error(session, files, tmp_path, c
                            ["--clip takes 3 file(s)", "TripleCLIPLoader", "not 1"]),
         "--mask with sdxl": (["--ckpt", files["sdxl"], "--mask", tmp_path / "m.png"],
                              ["--mask runs workflows/imagic_edit_masked.json", "this model is sdxl"]),
+        "masked workflow without --mask": (["--ckpt", files["sd15"], "--workflow", masked],
+                                           ["this workflow edits inside a mask", "give the mask with --mask FILE"]),
+        "--mask with a workflow without a mask": (["--ckpt", files["sd15"], "--mask", tmp_path / "m.png",
+                                                   "--workflow", masked.with_name("imagic_edit.json")],
+                                                  ["--mask needs a workflow with one Load Image (as Mask)",
+                                                   "this one has 0"]),
     }[case]
     with pytest.raises(sub("cli.edit_inputs").InputError) as error:
         prompt_for(session, *args)
