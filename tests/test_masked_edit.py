@@ -194,16 +194,24 @@ def _bad_masks(tmp_path):
 @pytest.mark.skipif(HOST is None, reason=NO_HOST)
 @pytest.mark.parametrize("case", ["missing", "unreadable", "wrong size", "wrong size for --image", "black",
                                   "with --batch", "with --eta auto"])
-def test_cli_bad_mask_is_one_line_before_comfyui_starts_and_writes_nothing(tmp_path, case):
-    from test_cli import run_edit
-
+def test_cli_bad_mask_is_one_line_before_comfyui_starts_and_writes_nothing(tmp_path, capsys, monkeypatch, case):
+    """The command's main() in this process (each check runs before ComfyUI starts); the wrong size also as a
+    user runs it, in a separate process."""
     args, words = _bad_masks(tmp_path)[case]
-    result = run_edit(*args, "--out", tmp_path / "out", cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("imagic-edit: error: "), result.stderr[-2000:]
+    args = [*map(str, args), "--out", str(tmp_path / "out")]
+    monkeypatch.setenv("COMFYUI_PATH", str(HOST))
+    assert sub("cli.edit").main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imagic-edit: error: "), captured.err[-2000:]
     assert all(w in lines[0] for w in words), lines[0]
-    assert result.stdout == "" and not (tmp_path / "out").exists()
+    assert captured.out == "" and not (tmp_path / "out").exists()
+    if case == "wrong size":
+        from test_cli import run_edit
+
+        result = run_edit(*args, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.strip() == lines[0], result.stderr[-2000:]
+        assert result.stdout == "" and not (tmp_path / "out").exists()
 
 
 def test_mask_file_reading_white_or_opaque_is_edit(tmp_path):
