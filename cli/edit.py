@@ -1,14 +1,20 @@
-"""Headless Imagic edit: run workflows/imagic_edit.json through ComfyUI's executor in this process.
+"""Headless Imagic edit: run the pack's edit workflow through ComfyUI's executor in this process.
 
     python cli/edit.py --image dog.png --text "a photo of a sitting dog" --eta 0.6 0.7 0.8 --out edits/
     python cli/edit.py --image dog.png --text "a photo of a sitting dog" --eta auto   # picked by Imagic Auto Eta
+    python cli/edit.py --image dog.png --text "a photo of a sitting dog" --mask dog_mask.png   # only inside the mask
+    python cli/edit.py --image dog.png --text "..." --ckpt sd_xl_base_1.0.safetensors      # SDXL: imagic_edit_sdxl
+    python cli/edit.py --image dog.png --text "..." --unet flux1-dev.safetensors \
+        --clip clip_l.safetensors t5xxl_fp16.safetensors --vae ae.safetensors           # Flux: imagic_edit_flux
     python cli/edit.py --batch input_list.json --image-dir images/ --out edits/     # TEdBench format
     python cli/edit.py --demo                                         # the built-in shapes model, 1-2 min on a CPU
 
-ComfyUI is found like the tests find it (--comfyui, $COMFYUI_PATH, the custom_nodes layout, ~/comfy/ComfyUI).
-The training runs once per photo and text; every further eta only samples (ComfyUI's cache). Bad input (a
-missing or unreadable image, a missing checkpoint, no ComfyUI) stops with one line on stderr before anything
-is written.
+The workflow follows the model: imagic_edit for SD 1.x/2.x, imagic_edit_sdxl, imagic_edit_sd3 or
+imagic_edit_flux, the family told from the checkpoint's tensor names and shapes by ComfyUI's own detection (no
+weight is read); imagic_edit_masked with --mask. ComfyUI is found like the tests find it (--comfyui,
+$COMFYUI_PATH, the custom_nodes layout, ~/comfy/ComfyUI). The training runs once per photo and text; every
+further eta only samples (ComfyUI's cache). Bad input (a missing or unreadable image or mask, a missing
+checkpoint, no ComfyUI) stops with one line on stderr before anything is written.
 """
 from __future__ import annotations
 
@@ -33,17 +39,31 @@ if __name__ == "__main__":  # python cli/edit.py (or -m cli.edit): run the pack'
 from ..core import defaults
 from . import comfy_host
 from .auto_eta_prompt import score_table, use_auto_eta
-from .edit_inputs import InputError, Job, batch_jobs, check_text, comfy_ready, single_job
+from .edit_inputs import (
+    InputError,
+    Job,
+    batch_jobs,
+    check_mask,
+    check_text,
+    comfy_ready,
+    mask_ready,
+    picture_size,
+    single_job,
+)
 from .edit_prompt import (
+    MASK_LOADER,
     EditSettings,
     PromptError,
     apply_settings,
     for_edit,
+    nodes_of,
     one,
     save_finetune,
     without,
 )
+from .family_templates import MASKED, template_for_family
 from .headless import Headless, RunError
+from .model_family import detect
 from .shapes_demo import (
     DEMO_ETAS,
     DEMO_TEXT,
@@ -56,7 +76,16 @@ from .shapes_demo import (
 from .workflow_api import WorkflowError, object_info_in_process, set_mode, to_api
 
 PROG = "imagic-edit"
-DEFAULT_WORKFLOW = comfy_host.PACK_DIR / "workflows" / "imagic_edit.json"
+WORKFLOWS = comfy_host.PACK_DIR / "workflows"
+# The loaders of model files in the templates: their folder, the inputs naming the files, the option that sets them.
+LOADERS = {
+    "CheckpointLoaderSimple": ("checkpoints", ("ckpt_name",), "--ckpt"),
+    "UNETLoader": ("diffusion_models", ("unet_name",), "--unet"),
+    "DualCLIPLoader": ("text_encoders", ("clip_name1", "clip_name2"), "--clip"),
+    "TripleCLIPLoader": ("text_encoders", ("clip_name1", "clip_name2", "clip_name3"), "--clip"),
+    "VAELoader": ("vae", ("vae_name",), "--vae"),
+}
+MASKABLE = ("sd15", "sd2")  # the families imagic_edit_masked (built from the SD 1.5 imagic_edit) is for
 DEMO = SETTINGS  # the shapes model's measured recipe (cli/shapes_demo.py)
 # Small models' tensors are too small to share among threads: on a 2-core machine the tiny model's demo took
 # 34-70 s with one torch thread and 299-401 s with two (README, "Run it: headless edit").
@@ -90,9 +119,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     what.add_argument("--demo", action="store_true",
                       help="the built-in shapes model (no checkpoint, no download) on a picture it never saw: writes "
                            "the input, the edits and input | eta ... side by side; a minute or two on a CPU")
+    what.add_argument("--mask", type=Path, metavar="FILE",
+                      help="edit only inside this mask (workflows/imagic_edit_masked.json; SD 1.x/2.x checkpoints and "
+                           "--demo): a greyscale PNG of the photo's size, white = edit, black = keep (with "
+                           "transparency: opaque = edit). Training still sees the whole photo; outside the mask the "
+                           "result is the photo, pixel for pixel. A mask of another size is refused, not resized")
+    model = p.add_argument_group("model (the workflow follows its family)")
+    model.add_argument("--ckpt", help="checkpoint name in ComfyUI's models/checkpoints, or a file path (default: "
+                                      "v1-5-pruned-emaonly.safetensors). Its family, told from the .safetensors "
+                                      "header by ComfyUI's own detection, picks the workflow: SD 1.x/2.x imagic_edit, "
+                                      "SDXL imagic_edit_sdxl, SD3 imagic_edit_sd3 (text encoders: --clip); a pickled "
+                                      ".ckpt is not opened to look and runs imagic_edit. Flux comes as separate "
+                                      "files: --unet, --clip, --vae")
+    model.add_argument("--unet", metavar="FILE",
+                       help="Flux: the diffusion model (name in models/diffusion_models or a path; default "
+                            "flux1-dev.safetensors); runs imagic_edit_flux")
+    model.add_argument("--clip", nargs="+", metavar="FILE",
+                       help="text encoders (names in models/text_encoders or paths): Flux: clip_l and t5xxl "
+                            "(default clip_l.safetensors t5xxl_fp16.safetensors); SD3: clip_l, clip_g and t5xxl "
+                            "(default clip_l.safetensors clip_g.safetensors t5xxl_fp16.safetensors)")
+    model.add_argument("--vae", metavar="FILE",
+                       help="Flux: the VAE (name in models/vae or a path; default ae.safetensors)")
     how = p.add_argument_group("settings")
-    how.add_argument("--ckpt", help="checkpoint name in ComfyUI's models/checkpoints, or a file path "
-                                    "(default: the workflow's v1-5-pruned-emaonly.safetensors)")
     how.add_argument("--eta", type=eta_value, nargs="+",
                      help=f"one or several etas (default {defaults.ETA}, the workflow's); training runs once. "
                           f"'auto': Imagic Auto Eta samples {defaults.AUTO_ETA['eta_min']}-"
@@ -105,15 +153,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      f"paper: {defaults.PAPER['tune_steps']})")
     how.add_argument("--method", choices=list(defaults.LEARNING_RATE),
                      help=f"fine-tune method (default {defaults.TUNE_METHOD})")
-    how.add_argument("--sample-steps", type=int, help="KSampler steps (default 50)")
+    how.add_argument("--sample-steps", type=int, help="KSampler steps (default: the workflow's: 50 SD 1.x/2.x, 25 "
+                                                      "SDXL, 28 SD3, 20 Flux)")
     how.add_argument("--seed", type=int, help="seed of the training and the sampler (default 0)")
-    how.add_argument("--size", type=int, help="square working size in pixels (default 512)")
+    how.add_argument("--size", type=int, help="square working size in pixels (default: the workflow's: 512 SD "
+                                              "1.x/2.x, 1024 SDXL, SD3 and Flux; 128 with --demo)")
     how.add_argument("--save-finetune", action="store_true",
                      help="also save each fine-tune (.safetensors, for Imagic Load Finetune) in --out")
     run = p.add_argument_group("where")
     run.add_argument("--out", type=Path, default=Path("imagic-edits"), help="output folder (default ./imagic-edits)")
     run.add_argument("--comfyui", type=Path, help="the ComfyUI folder (default: found like the tests find it)")
-    run.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW, help="an edited copy of imagic_edit.json")
+    run.add_argument("--workflow", type=Path,
+                     help="an edited copy of one of the edit workflows, run instead of the one the model picks")
     run.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
     run.add_argument("--threads", type=int, help=f"torch CPU threads (default: {DEMO_THREADS} for --demo, the "
                                                  "fastest measured for the tiny model; else torch's own default)")
@@ -195,18 +246,98 @@ def load_workflow(path: Path) -> dict:
         raise InputError(f"cannot read workflow {path}: {e}") from e
 
 
-def resolve_checkpoint(session: Headless, wanted: str | None, default: str) -> str:
-    """The checkpoint name ComfyUI will load; a file path is added to the checkpoint folders."""
+MODEL_WORDS = {"checkpoints": "checkpoint", "diffusion_models": "diffusion model", "text_encoders": "text encoder",
+               "vae": "VAE"}
+
+
+def resolve_model(session: Headless, folder: str, wanted: str | None, default: str, flag: str) -> str:
+    """The file name ComfyUI's loader will take from the model ``folder``; a file path is added to that folder."""
     if wanted and Path(wanted).expanduser().is_file():
         path = Path(wanted).expanduser().resolve()
-        session.add_model_dir("checkpoints", path.parent)
+        session.add_model_dir(folder, path.parent)
         return path.name
     name = wanted or default
-    if session.find_model("checkpoints", name) is None:
-        hint = "" if wanted else " (the workflow's default; pass --ckpt)"
-        looked = ", ".join(session.model_dirs("checkpoints"))
-        raise InputError(f"checkpoint not found: {name}{hint}; looked in: {looked}")
+    if session.find_model(folder, name) is None:
+        hint = "" if wanted else f" (the workflow's default; pass {flag})"
+        looked = ", ".join(session.model_dirs(folder)) or f"no models/{folder} folder"
+        raise InputError(f"{MODEL_WORDS[folder]} not found: {name}{hint}; looked in: {looked}")
     return name
+
+
+def model_family(session: Headless, args) -> str:
+    """The family of the model the command line names (nodes/families.py's names: sd15, sd2, sdxl, sd3, flux),
+    told from the file's .safetensors header by ComfyUI's own model detection; sd15 when it names none (the
+    default checkpoint) or names a pickled .ckpt/.pt, which is not opened to look."""
+    if args.demo or not (args.ckpt or args.unet):
+        return "sd15"
+    flag, folder, wanted = ("--unet", "diffusion_models", args.unet) if args.unet else ("--ckpt", "checkpoints",
+                                                                                         args.ckpt)
+    path = Path(session.find_model(folder, resolve_model(session, folder, wanted, "", flag)))
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        return "flux" if args.unet else "sd15"
+    found = detect(path)
+    if found is None:
+        raise InputError(f"{flag} {wanted}: ComfyUI's model detection finds no diffusion model it knows in this file "
+                         "(a LoRA, a VAE or a text encoder?): give a checkpoint of SD 1.x/2.x, SDXL or SD3, or Flux's "
+                         "diffusion model with --unet")
+    flux_files = ("--unet <flux1-dev.safetensors> --clip clip_l.safetensors t5xxl_fp16.safetensors --vae "
+                  "ae.safetensors")
+    if args.unet and found.family != "flux":
+        raise InputError(f"--unet {wanted} is a {found.config} model, not Flux: --unet, --clip and --vae are for "
+                         "Flux's separate files; give an SD 1.x/2.x, SDXL or SD3 checkpoint with --ckpt")
+    if args.ckpt and found.family == "flux":
+        what = "a Flux checkpoint" if found.checkpoint else "Flux's diffusion model alone"
+        raise InputError(f"--ckpt {wanted} is {what}; the Flux workflow (imagic_edit_flux) loads Flux's separate "
+                         f"files: pass {flux_files} (the diffusion model, both text encoders, the VAE)")
+    if args.ckpt and not found.checkpoint:
+        raise InputError(f"--ckpt {wanted} holds a {found.config} diffusion model alone, without its text encoder and "
+                         "VAE: give the whole checkpoint")
+    try:
+        template_for_family(found.family)
+    except ValueError:
+        families = "SD 1.x/2.x, SDXL, SD3 (--ckpt) and Flux (--unet, --clip, --vae)"
+        raise InputError(f"{flag} {wanted} is a {found.config} model: Imagic has no workflow for it; it edits with "
+                         f"{families} models") from None
+    return found.family
+
+
+def edit_workflow(args, family: str) -> Path:
+    """The workflow to run: --workflow, else the masked edit (--mask) or the family's own template."""
+    if args.workflow is not None:
+        return args.workflow
+    if args.mask is not None:
+        if family not in MASKABLE:
+            raise InputError(f"--mask runs workflows/{MASKED}.json, built for SD 1.x/2.x checkpoints, and this model "
+                             f"is {family}: edit without --mask, or open {MASKED} in ComfyUI and give it this "
+                             "model's loaders")
+        return WORKFLOWS / f"{MASKED}.json"
+    return WORKFLOWS / f"{template_for_family(family)}.json"
+
+
+def set_model_files(session: Headless, prompt: dict, args) -> dict:
+    """A copy of ``prompt`` whose loaders load the files --ckpt, --unet, --clip and --vae name (else the workflow's
+    own, which must exist); an option no loader of the workflow takes is refused."""
+    out = {k: {**v, "inputs": dict(v["inputs"])} for k, v in prompt.items()}
+    given = {"--ckpt": args.ckpt and [args.ckpt], "--unet": args.unet and [args.unet], "--clip": args.clip,
+             "--vae": args.vae and [args.vae]}
+    used = set()
+    for node in out.values():
+        if node["class_type"] not in LOADERS:
+            continue
+        folder, names, flag = LOADERS[node["class_type"]]
+        wanted = given[flag]
+        if wanted and len(wanted) != len(names):
+            raise InputError(f"{flag} takes {len(names)} file(s) for this workflow's {node['class_type']} "
+                             f"({', '.join(str(node['inputs'][n]) for n in names)}), not {len(wanted)}")
+        for k, name in enumerate(names):
+            node["inputs"][name] = resolve_model(session, folder, wanted[k] if wanted else None, node["inputs"][name],
+                                                 flag)
+        used.add(flag)
+    for flag, wanted in given.items():
+        if wanted and flag not in used:
+            raise InputError(f"{flag} has no use in this workflow (no loader takes it): leave it out (Flux: --unet, "
+                             "--clip, --vae; SD3: --ckpt and --clip; other checkpoints: --ckpt alone)")
+    return out
 
 
 def accelerator_available() -> bool:
@@ -231,19 +362,23 @@ def settings_from(args) -> EditSettings:
                         sample_steps=pick("sample_steps"), seed=args.seed, size=pick("size"))
 
 
-def build_prompt(session: Headless, args, workflow: dict) -> dict:
+def build_prompt(session: Headless, args, workflow: dict | None = None) -> dict:
+    """The API prompt of ``workflow`` (default: the one the model's family and --mask pick) with the model files
+    and settings of the command line."""
+    if workflow is None:
+        workflow = load_workflow(edit_workflow(args, model_family(session, args)))
     if args.save_finetune:
         workflow = set_mode(workflow, SAVER, 0)  # muted in the shipped workflow
     prompt = to_api(workflow, object_info_in_process())
-    if args.demo:
-        prompt = use_shapes_model(prompt)
-    else:
-        loaders = [n for n in prompt.values() if n["class_type"] == "CheckpointLoaderSimple"]
-        default = loaders[0]["inputs"]["ckpt_name"] if loaders else ""
-        ckpt = resolve_checkpoint(session, args.ckpt, default) if loaders else None
-        prompt = apply_settings(prompt, EditSettings(ckpt=ckpt))
+    prompt = use_shapes_model(prompt) if args.demo else set_model_files(session, prompt, args)
     if args.save_finetune:
         one(prompt, SAVER)
+    masks = nodes_of(prompt, MASK_LOADER)
+    if args.mask is not None and len(masks) != 1:
+        raise InputError(f"--mask needs a workflow with one Load Image (as Mask) ({MASK_LOADER}), this one has "
+                         f"{len(masks)}: leave out --workflow (--mask runs {MASKED}) or give a copy of {MASKED}")
+    if args.mask is None and masks:
+        raise InputError(f"this workflow edits inside a mask (it has a {MASK_LOADER}): give the mask with --mask FILE")
     return apply_settings(prompt, settings_from(args))
 
 
@@ -273,11 +408,12 @@ def run_job(session: Headless, prompt: dict, job: Job, number: int, etas: list, 
             edits: dict | None = None) -> list[Path]:
     """Run one photo at every eta; ``edits`` gets each eta's edit file (for the demo's side by side)."""
     image = stage_image(session, job, number)
+    mask = None if args.mask is None else mask_ready(args.mask, session.input_dir(), f"{number:03d}_mask")
     names = eta_names(etas)
     files = []
     for k, eta in enumerate(etas):
         prefix = f"{job.stem}_{names[eta]}"
-        edit = for_edit(prompt, image, job.text, 0.0 if eta == AUTO else eta, prefix)
+        edit = for_edit(prompt, image, job.text, 0.0 if eta == AUTO else eta, prefix, mask)
         if args.save_finetune and k == 0:
             edit = save_finetune(edit, f"{job.stem}_finetune", 0.0 if eta == AUTO else eta)
         elif any(n["class_type"] == SAVER for n in edit.values()):
@@ -354,13 +490,29 @@ def set_threads(args) -> int:
     return torch.get_num_threads()
 
 
+def check_mask_use(args, jobs: list[Job]) -> None:
+    """--mask: one photo, numeric etas, and a readable mask of the photo's size with some white in it."""
+    if args.mask is None:
+        return
+    if args.batch:
+        raise InputError("--mask goes with one photo (--image or --demo), not --batch: each photo needs its own mask")
+    if AUTO in (args.eta or []):
+        raise InputError("--eta auto samples whole pictures, not inside a mask: with --mask give etas as numbers")
+    from ..core.shapes_world import SIZE  # the demo's picture
+
+    check_mask(args.mask, picture_size(jobs[0].image) if jobs else (SIZE, SIZE))
+
+
 def run(args) -> int:
     args.eta = check_etas(args.eta)
     host = find_host(args.comfyui)
     jobs = plan_jobs(args)
-    workflow = load_workflow(args.workflow)
-    if args.demo and args.ckpt:
-        raise InputError("--demo runs the built-in shapes model; leave out --ckpt")
+    workflow = load_workflow(args.workflow) if args.workflow is not None else None
+    if args.demo and (args.ckpt or args.unet or args.clip or args.vae):
+        raise InputError("--demo runs the built-in shapes model; leave out --ckpt, --unet, --clip and --vae")
+    if args.ckpt and args.unet:
+        raise InputError("give --ckpt (a checkpoint) or --unet (Flux's diffusion model), not both")
+    check_mask_use(args, jobs)
     out = check_out(args.out)
     set_threads(args)
     with tempfile.TemporaryDirectory(prefix="imagic-edit-") as tmp:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class InputError(ValueError):
@@ -28,13 +28,13 @@ class Job:
 WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def check_image(path: Path) -> Path:
+def check_image(path: Path, what: str = "image") -> Path:
     """``path`` if it is a readable image that Load Image reads correctly (or ``comfy_ready`` converts), else
-    InputError."""
+    InputError (``what``: the word the message uses for it)."""
     if not path.exists():
-        raise InputError(f"image not found: {path}")
+        raise InputError(f"{what} not found: {path}")
     if not path.is_file():
-        raise InputError(f"image is not a file: {path}")
+        raise InputError(f"{what} is not a file: {path}")
     try:
         with Image.open(path) as image:
             image.load()
@@ -42,12 +42,12 @@ def check_image(path: Path) -> Path:
     except Image.DecompressionBombError as e:
         pixels = re.search(r"\d+", str(e))
         size = f"{int(pixels.group()) / 1e6:.0f} megapixels, " if pixels else ""
-        raise InputError(f"image too large: {path} ({size}more than Pillow opens safely): scale it down to a few "
+        raise InputError(f"{what} too large: {path} ({size}more than Pillow opens safely): scale it down to a few "
                          "thousand pixels a side (the edit works at 512)") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise InputError(f"cannot read {what} {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     if mode == "F":
-        raise InputError(f"image {path} has floating-point pixels, which ComfyUI's Load Image cannot read: save it "
+        raise InputError(f"{what} {path} has floating-point pixels, which ComfyUI's Load Image cannot read: save it "
                          "as an 8-bit PNG or JPEG")
     return path
 
@@ -62,6 +62,51 @@ def comfy_ready(path: Path, folder: Path, name: str) -> str:
         pixels = np.asarray(image, dtype=np.float64)
     name = f"{Path(name).stem}.png"
     Image.fromarray(np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8), "L").save(folder / name)
+    return name
+
+
+def picture_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a picture as ComfyUI's loaders see it (EXIF orientation applied)."""
+    with Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated a quarter turn
+            width, height = height, width
+    return width, height
+
+
+def mask_pixels(path: Path) -> np.ndarray:
+    """The mask as 8-bit grey, white = edit: its alpha where it has transparency (opaque = edit), else its grey
+    (a 16-bit grey scaled to 8 bits), EXIF orientation applied as Load Image applies it."""
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)
+        if "A" in image.getbands() or "transparency" in image.info:
+            alpha = image.convert("RGBA").getchannel("A")
+            if alpha.getextrema()[0] < 255:
+                return np.asarray(alpha)
+        if image.mode in WIDE_GREY:
+            return np.clip(np.round(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+        return np.asarray(image.convert("L"))
+
+
+def check_mask(path: Path, photo: tuple[int, int]) -> Path:
+    """``path`` if it is a readable mask of the photo's size (``photo``: width, height) with something to edit,
+    else InputError. A mask of another size is refused, not resized: stretched, it would cover another place."""
+    check_image(path, "mask")
+    size = picture_size(path)
+    if size != tuple(photo):
+        raise InputError(f"--mask {path} is {size[0]} x {size[1]} pixels but the photo is {photo[0]} x {photo[1]}: "
+                         "give a mask of the photo's size (it is not resized, which would move it)")
+    if mask_pixels(path).max() == 0:
+        raise InputError(f"--mask {path} is black everywhere, so nothing would be edited: paint white where the "
+                         "edit goes")
+    return path
+
+
+def mask_ready(path: Path, folder: Path, name: str) -> str:
+    """The mask as an 8-bit grey PNG (white = edit, ``mask_pixels``) in ComfyUI's input ``folder``; returns its
+    file name, for Load Image (as Mask) reading the red channel."""
+    name = f"{Path(name).stem}.png"
+    Image.fromarray(mask_pixels(path), "L").save(folder / name)
     return name
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..core import defaults
 
 GRID = "ImagicLabelledGrid"
+MASK_LOADER = "LoadImageMask"  # imagic_edit_masked's mask (white = edit)
 
 
 class PromptError(ValueError):
@@ -96,13 +97,16 @@ def _from_grid(prompt: dict, node_id: str) -> bool:
     return source is not None and prompt[source]["class_type"] == GRID
 
 
-def for_edit(prompt: dict, image: str, text: str, eta: float, prefix: str) -> dict:
+def for_edit(prompt: dict, image: str, text: str, eta: float, prefix: str, mask: str | None = None) -> dict:
     """A copy of ``prompt`` for one image, target text and eta, saving the edit under ``prefix`` and the
     labelled input | edit picture (where the workflow has one) under ``prefix_input_edit``, its edit labelled
     with the eta Imagic Interpolate Conditioning outputs (Imagic Auto Eta's chosen one once ``use_auto_eta``
-    has rewired it)."""
+    has rewired it). ``mask``: the greyscale mask file (white = edit) for the workflow's one Load Image (as Mask),
+    read from its red channel (imagic_edit_masked)."""
     out = copy.deepcopy(prompt)
     out[one(out, "LoadImage")]["inputs"]["image"] = image
+    if mask is not None:
+        out[one(out, MASK_LOADER)]["inputs"].update(image=mask, channel="red")
     out[target_encoder(out)]["inputs"]["text"] = text
     mix = one(out, "ImagicInterpolateConditioning")
     out[mix]["inputs"]["eta"] = eta

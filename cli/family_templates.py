@@ -1,6 +1,7 @@
-"""The per-family edit templates (workflows/imagic_edit_{sdxl,sd3,flux}.json), built from imagic_edit.json.
+"""The edit templates built from imagic_edit.json: one per family (workflows/imagic_edit_{sdxl,sd3,flux}.json) and
+the masked edit (workflows/imagic_edit_masked.json: the edit only inside a mask, from stock nodes).
 
-``python -m cli.family_templates`` (from the pack's folder) rewrites them; ``template_for_family`` names the one
+``python -m cli.family_templates`` (from the pack's folder) rewrites all four; ``template_for_family`` names the one
 the headless edit should run for a loaded model's family (nodes/families.py ``family_name``).
 
 The Imagic settings (A 250 steps @ 2e-3, B lora 375 @ 1e-4, eta 0.8) were measured on the shapes benchmark, an
@@ -112,18 +113,32 @@ def _widget_inputs(names: list[str]) -> list[dict]:
     return [{"localized_name": n, "name": n, "type": "COMBO", "widget": {"name": n}, "link": None} for n in names]
 
 
-def build(family: str) -> dict:
-    spec = SPECS[family]
-    w = copy.deepcopy(json.loads((WORKFLOWS / "imagic_edit.json").read_text(encoding="utf-8")))
-    # Without Auto Eta (its sampler settings are SD1.5's): the nodes, their links and their group.
-    dropped_links = {k[0] for k in w["links"] if k[1] in DROPPED or k[3] in DROPPED}
-    w["links"] = [k for k in w["links"] if k[0] not in dropped_links]
-    w["nodes"] = [n for n in w["nodes"] if n["id"] not in DROPPED]
-    for n in w["nodes"]:
+def _without(workflow: dict, node_ids) -> None:
+    """Drop the nodes ``node_ids`` and every link to or from them."""
+    dropped_links = {k[0] for k in workflow["links"] if k[1] in node_ids or k[3] in node_ids}
+    workflow["links"] = [k for k in workflow["links"] if k[0] not in dropped_links]
+    workflow["nodes"] = [n for n in workflow["nodes"] if n["id"] not in node_ids]
+    for n in workflow["nodes"]:
         for out in n.get("outputs", []):
             out["links"] = [i for i in out.get("links") or [] if i not in dropped_links]
+        for item in n.get("inputs", []):
+            if item.get("link") in dropped_links:
+                item["link"] = None
+
+
+def _imagic_edit(name: str) -> dict:
+    """imagic_edit.json without Auto Eta (its sampler settings are SD1.5's, and it samples the whole picture):
+    the nodes, their links and their group; its id made from ``name``."""
+    w = copy.deepcopy(json.loads((WORKFLOWS / "imagic_edit.json").read_text(encoding="utf-8")))
+    _without(w, DROPPED)
     w["groups"] = [g for g in w["groups"] if g["title"] != "Auto eta (optional)"]
-    w["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-imagic/{FAMILY_TEMPLATES[family]}"))
+    w["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-imagic/{name}"))
+    return w
+
+
+def build(family: str) -> dict:
+    spec = SPECS[family]
+    w = _imagic_edit(FAMILY_TEMPLATES[family])
     label, size = spec["label"], spec["size"]
     note = _node(w, 1)
     text = note["widgets_values"][0]
@@ -199,11 +214,86 @@ def build(family: str) -> dict:
     return w
 
 
+MASKED = "imagic_edit_masked"
+MASK_INTRO = (
+    "**Mask:** a greyscale picture of the photo's size in *Load Image (as Mask)*: **white = edit**, black = keep "
+    "(grey blends). It is resized and cropped like the photo. Or paint it on the photo: right-click *Load Image "
+    "(your photo)* > *Open in MaskEditor*, paint where to edit, and connect its MASK output to *Convert Mask to "
+    "Image* instead.")
+MASK_NOTE = (
+    "## Only inside the mask\n\nA and B train on the **whole photo**, as in *imagic_edit*. The edit is sampled "
+    "from your photo's latent with *Set Latent Noise Mask*: outside the mask every step is held to the photo, so "
+    "the inside is drawn to fit around it. *ImageCompositeMasked* then pastes the decoded edit onto the photo "
+    "through the same mask: **outside the mask the result is your photo, pixel for pixel** (no VAE round trip).\n\n"
+    "Give the mask some room around the object: the edit may change its outline (a circle into a square).")
+
+
+def build_masked() -> dict:
+    """imagic_edit with the edit applied only inside a mask, from stock nodes: the mask (Load Image (as Mask),
+    white = edit) resized like the photo, the sampler started from the photo's latent with Set Latent Noise Mask,
+    the decoded edit composited onto the photo (ImageCompositeMasked), so the outside is exactly the input."""
+    w = _imagic_edit(MASKED)
+    note = _node(w, 1)
+    text = note["widgets_values"][0].replace("## Imagic: edit a real photo with a sentence",
+                                             "## Imagic, masked: edit a photo only inside a mask")
+    photo, _, rest = text.partition("\n\n**Text:**")
+    note["widgets_values"][0] = photo + "\n\n" + MASK_INTRO + "\n\n**Text:**" + rest
+    note["size"] = [740, 300]
+    _without(w, (14,))  # the empty latent: the edit starts from the photo's
+    photo_size = _node(w, 6)["widgets_values"]
+    load = _add_node(w, "LoadImageMask", (40, 860), (315, 330), [], [("MASK", "MASK")],
+                     ["example_mask.png", "red", "image"], title="Load Image (as Mask): white = edit")
+    _node(w, load)["inputs"] = _widget_inputs(["image", "channel"]) + [
+        {"localized_name": "choose file to upload", "name": "upload", "type": "IMAGEUPLOAD",
+         "widget": {"name": "upload"}, "link": None}]
+    to_image = _add_node(w, "MaskToImage", (400, 860), (240, 26), [("mask", "MASK")], [("IMAGE", "IMAGE")], [],
+                         title="Convert Mask to Image")
+    scale = _add_node(w, "ImageScale", (400, 940), (315, 130), [("image", "IMAGE")], [("IMAGE", "IMAGE")],
+                      ["bilinear", *photo_size[1:]], title="Resize like the photo")
+    _node(w, scale)["inputs"] += _widget_inputs(["upscale_method", "width", "height", "crop"])
+    to_mask = _add_node(w, "ImageToMask", (400, 1140), (315, 58), [("image", "IMAGE")], [("MASK", "MASK")], ["red"],
+                        title="Convert Image to Mask")
+    _node(w, to_mask)["inputs"] += _widget_inputs(["channel"])
+    _new_link(w, load, 0, to_image, 0, "MASK")
+    _new_link(w, to_image, 0, scale, 0, "IMAGE")
+    _new_link(w, scale, 0, to_mask, 0, "IMAGE")
+    noise_mask = _add_node(w, "SetLatentNoiseMask", (1240, 226), (260, 46), [("samples", "LATENT"), ("mask", "MASK")],
+                           [("LATENT", "LATENT")], [], title="Set Latent Noise Mask (edit inside)")
+    _new_link(w, 7, 0, noise_mask, 0, "LATENT")  # the photo's latent
+    _new_link(w, to_mask, 0, noise_mask, 1, "MASK")
+    _new_link(w, noise_mask, 0, 15, 3, "LATENT")  # -> KSampler latent_image
+    composite = _add_node(w, "ImageCompositeMasked", (1620, 186), (340, 146),
+                          [("destination", "IMAGE"), ("source", "IMAGE")], [("IMAGE", "IMAGE")], [0, 0, False],
+                          title="Edit inside the mask, photo outside")
+    _node(w, composite)["inputs"] += (
+        [{"localized_name": n, "name": n, "type": t, "widget": {"name": n}, "link": None}
+         for n, t in (("x", "INT"), ("y", "INT"), ("resize_source", "BOOLEAN"))]
+        + [{"localized_name": "mask", "name": "mask", "shape": 7, "type": "MASK", "link": None}])
+    for link_id in list(_node(w, 16)["outputs"][0]["links"]):  # Save Image and the grid take the composite
+        _retarget_origin(w, link_id, composite, 0)
+    _new_link(w, 6, 0, composite, 0, "IMAGE")  # destination: the photo as the edit sees it
+    _new_link(w, 16, 0, composite, 1, "IMAGE")  # source: the decoded edit
+    _new_link(w, to_mask, 0, composite, 5, "MASK")
+    _node(w, 17).update(pos=[1620, 396], size=[420, 440])  # above the note on saving the fine-tune
+    _add_node(w, "MarkdownNote", (40, 1260), (720, 250), [], [], [MASK_NOTE], title="Masked edit")
+    for g in w["groups"]:
+        if g["title"] == "Result":
+            g["bounding"][3] = 850
+    w["groups"].append({"id": 7, "title": "Mask (white = edit)", "bounding": [20, 780, 740, 440],
+                        "color": "#a1309b", "font_size": 24, "flags": {}})
+    for order, n in enumerate(w["nodes"]):
+        n["order"] = order
+    return w
+
+
 def main() -> None:
     for family in SPECS:
         path = WORKFLOWS / f"{FAMILY_TEMPLATES[family]}.json"
         path.write_text(json.dumps(build(family), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(path)
+    path = WORKFLOWS / f"{MASKED}.json"
+    path.write_text(json.dumps(build_masked(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(path)
 
 
 if __name__ == "__main__":

@@ -140,13 +140,14 @@ def test_in_process_conversion_matches_the_live_server(comfy, object_info):
 
 
 @host
-@pytest.mark.parametrize("name", ["imagic_edit", "baseline_sdedit", "baseline_instructpix2pix"])
+@pytest.mark.parametrize("name", ["imagic_edit", "imagic_edit_masked", "baseline_sdedit", "baseline_instructpix2pix"])
 def test_runs_on_the_tiny_model(workflow_server, object_info, name):
     """The baselines save input | baseline | Imagic side by side. InstructPix2Pix needs an 8-channel UNet,
-    which no tiny family has: the tiny SD1.5 model ignores the photo concat, so this run checks the wiring."""
+    which no tiny family has: the tiny SD1.5 model ignores the photo concat, so this run checks the wiring.
+    (The masked edit's mask is the server's stand-in picture, resized like the photo.)"""
     result = workflow_server.run_prompt(tiny(api_prompt(load(name), object_info)))
     assert_success(result)
-    if name == "imagic_edit":  # the edit, and input | edit under their labels
+    if name.startswith("imagic_edit"):  # the edit, and input | edit under their labels
         strip = round(GRID.font_size(64) * 1.6)
         assert sorted(i.size for i in saved_images(workflow_server, result)) == [(64, 64), (2 * 64 + GRID.GAP,
                                                                                            strip + 64)]

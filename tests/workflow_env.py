@@ -15,7 +15,8 @@ from pack import ROOT, sub
 
 WORKFLOWS = ROOT / "workflows"
 NAMES = ("imagic_demo_shapes", "imagic_edit", "imagic_reuse_finetune", "imagic_eta_grid",
-         "baseline_sdedit", "baseline_instructpix2pix", "imagic_edit_sdxl", "imagic_edit_sd3", "imagic_edit_flux")
+         "baseline_sdedit", "baseline_instructpix2pix", "imagic_edit_sdxl", "imagic_edit_sd3", "imagic_edit_flux",
+         "imagic_edit_masked")
 MODEL_WIDGETS = {"CheckpointLoaderSimple": "checkpoints", "ImagicLoadFinetune": "loras"}
 # Loaders of separate model files (SD3's and Flux's templates): their folder and how many file-name widgets.
 FILE_WIDGETS = {"UNETLoader": ("diffusion_models", 1), "VAELoader": ("vae", 1),
@@ -36,7 +37,7 @@ def named_files(workflow: dict) -> dict[str, set[str]]:
             found.setdefault(folder, set()).update(node["widgets_values"][:count])
         elif node["type"] in MODEL_WIDGETS:
             found[MODEL_WIDGETS[node["type"]]].add(node["widgets_values"][0])
-        elif node["type"] == "LoadImage":
+        elif node["type"] in ("LoadImage", "LoadImageMask"):
             found["input"].add(node["widgets_values"][0])
     return found
 
