@@ -2,7 +2,7 @@
 
     python bench/batch_curve.py [--batches 1 2 4 8] [--seeds 0 1] [--out bench/out/batch_curve.md]
 
-Loss-vs-steps curves on the tiny SD1.5-family model (``nodes/tiny_checkpoint.py``) with the test suite's
+Loss-vs-steps curves on the tiny SD1.5-family model (``demo/tiny_checkpoint.py``) with the test suite's
 input photo and settings (A: lr 2e-2; B: LoRA rank 8, lr 3e-3, on the e_opt of A's 40 steps), trained by the
 nodes' own functions (``optimize`` / ``finetune``) in fp32 (``low_memory`` off), for each batch size and step
 count. The figure is the held-out reconstruction loss: Imagic's loss on 64 fixed draws that training never
@@ -27,7 +27,7 @@ if __name__ == "__main__":  # python bench/batch_curve.py: run the pack's own co
 
     sys.exit(comfy_host.pack_module("bench.batch_curve").main())
 
-from ..cli.tiny_prompt import write_demo_image
+from ..demo.tiny_prompt import write_demo_image
 from . import host
 
 A_STEPS, B_STEPS = (10, 20, 40, 80, 160), (15, 30, 60, 120, 240)
@@ -47,7 +47,7 @@ def heldout_loss(pack, model, conditioning, latent) -> float:
 
 
 def curves(pack, args) -> dict:
-    tiny = pack("nodes.tiny_checkpoint")
+    tiny = pack("demo.tiny_checkpoint")
     a_node, b_node = pack("nodes.optimize_embedding"), pack("nodes.finetune_unet")
     training = pack("nodes.training_run")
     with torch.inference_mode():

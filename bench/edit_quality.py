@@ -6,7 +6,7 @@
 
 Every output is made by a graph on ComfyUI's real executor with the stock nodes (Load Image, VAE Encode,
 CLIP Text Encode, KSampler, VAE Decode) and the shipped shapes model (Imagic Shapes Checkpoint). The inputs
-are renders of the held-out caption combinations (``core.shapes_world.HELD_OUT``), never seen in training,
+are renders of the held-out caption combinations (``demo.shapes_world.HELD_OUT``), never seen in training,
 with their unnamed details (background, size, jitter) drawn from a seed. Each input gets three edits, one
 per named attribute (colour -> the next colour, shape -> the next shape, position -> the opposite side),
 and each edit runs with every ``--seeds`` value (training seed = sampler seed).
@@ -22,7 +22,7 @@ Rows:
 * ``roundtrip``: the input through VAE Encode and VAE Decode, no edit: "others kept" and "unnamed kept" of a
   perfect edit are at most this row's (its "target reached" is 0 by construction).
 
-Columns (the reader of ``core.shapes_world`` on the decoded output):
+Columns (the reader of ``demo.shapes_world`` on the decoded output):
 
 * target: the edited attribute reads as the target value (a blended colour is a failure);
 * others: the other two named attributes read as the input's;
@@ -116,7 +116,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--etas", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
     p.add_argument("--sample-steps", type=int, help="default: the shapes model's (SAMPLING)")
-    p.add_argument("--cfg", type=float, help="default: the shapes model's (nodes/shapes_checkpoint.py: SAMPLING)")
+    p.add_argument("--cfg", type=float, help="default: the shapes model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--sampler", help="default: the shapes model's (SAMPLING)")
     p.add_argument("--scheduler", help="default: the shapes model's (SAMPLING)")
     p.add_argument("--score-draws", type=int, default=32)
@@ -448,7 +448,7 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(ROOT / "cli"))
         import comfy_host
 
-        world = comfy_host.pack_module("core.shapes_world")
+        world = comfy_host.pack_module("demo.shapes_world")
         records = [judged_again(json.loads(line), world)
                    for f in args.summarise for line in f.read_text().splitlines() if line.strip()]
         report(records, args.out)
@@ -460,15 +460,15 @@ def main(argv=None) -> int:
     comfy_host.boot(comfy_host.find_comfyui(), Path(tempfile.mkdtemp(prefix="imagic_quality_")), cpu=True,
                     stand_ins=True)
     pack = comfy_host.pack_module
-    world = pack("core.shapes_world")
+    world = pack("demo.shapes_world")
     grid = pack("core.grid")
-    sampling = pack("nodes.shapes_checkpoint").SAMPLING  # how the shapes model is sampled, unless told otherwise
+    sampling = pack("demo.shapes_checkpoint").SAMPLING  # how the shapes model is sampled, unless told otherwise
     args.sample_steps = args.sample_steps or sampling["steps"]
     args.cfg = args.cfg or sampling["cfg"]
     args.sampler = args.sampler or sampling["sampler_name"]
     args.scheduler = args.scheduler or sampling["scheduler"]
     if args.ckpt:  # what Imagic Shapes Checkpoint loads
-        shapes = pack("nodes.shapes_checkpoint")
+        shapes = pack("demo.shapes_checkpoint")
         shapes.CHECKPOINT = args.ckpt.resolve()
         shapes.load_shapes_checkpoint = functools.partial(shapes.load_shapes_checkpoint, shapes.CHECKPOINT)
     runner = Runner(pack, args.tiny)

@@ -4,7 +4,7 @@
 
 Runs the stock node functions (CLIP Text Encode, Empty Latent Image, KSampler, VAE Decode) in this process on
 the shipped checkpoint (or --ckpt), and reads colour, shape and position of every picture with
-``core/shapes_world.read``; a blended colour counts as wrong.
+``demo/shapes_world.read``; a blended colour counts as wrong.
 """
 from __future__ import annotations
 
@@ -68,17 +68,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, help="a shapes checkpoint (default: the shipped one)")
     p.add_argument("--per-caption", type=int, default=5, help="seeds per held-out caption")
-    p.add_argument("--cfg", type=float, help="default: the model's (nodes/shapes_checkpoint.py: SAMPLING)")
+    p.add_argument("--cfg", type=float, help="default: the model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--steps", type=int, help="default: the model's")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     pack = boot()
-    sc = pack("nodes.shapes_checkpoint")
+    sc = pack("demo.shapes_checkpoint")
     model, clip, vae = sc.load_shapes_checkpoint(args.ckpt or sc.CHECKPOINT)
     cfg, steps = args.cfg or sc.SAMPLING["cfg"], args.steps or sc.SAMPLING["steps"]
-    result = measure_t2i(pack("core.shapes_world"), model, clip, vae, args.per_caption, cfg, steps)
+    result = measure_t2i(pack("demo.shapes_world"), model, clip, vae, args.per_caption, cfg, steps)
     print(json.dumps(result))
 
 

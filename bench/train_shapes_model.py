@@ -1,4 +1,4 @@
-"""Train the shapes model (nodes/shapes_checkpoint.py) on the shapes world (core/shapes_world.py); seeded, CPU.
+"""Train the shapes model (demo/shapes_checkpoint.py) on the shapes world (demo/shapes_world.py); seeded, CPU.
 
     python bench/train_shapes_model.py --out assets/imagic_shapes.safetensors    # the shipped checkpoint
     python bench/train_shapes_model.py --out x.safetensors --measure-only        # measure a checkpoint again
@@ -230,7 +230,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--offset-noise", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--eval-per-caption", type=int, default=5)
-    p.add_argument("--eval-cfg", type=float, help="default: the model's (nodes/shapes_checkpoint.py: SAMPLING)")
+    p.add_argument("--eval-cfg", type=float, help="default: the model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--init", type=Path, help="continue from this checkpoint: its UNet goes on training, its VAE "
                                              "is kept (no decoder phase)")
     p.add_argument("--history", help="with --measure-only: a note on how the checkpoint was made, kept in it")
@@ -337,8 +337,8 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
     pack = boot()
-    world = pack("core.shapes_world")
-    sc = pack("nodes.shapes_checkpoint")
+    world = pack("demo.shapes_world")
+    sc = pack("demo.shapes_checkpoint")
     args.eval_cfg = args.eval_cfg or sc.SAMPLING["cfg"]  # the model's own sampling unless told otherwise
     if args.role != "main":
         return worker(args, pack, world, sc)

@@ -37,6 +37,15 @@ if __name__ == "__main__":  # python cli/edit.py (or -m cli.edit): run the pack'
     sys.exit(comfy_host.pack_module("cli.edit").main())
 
 from ..core import defaults
+from ..demo.shapes_demo import (
+    DEMO_ETAS,
+    DEMO_TEXT,
+    SETTINGS,
+    edit_of,
+    use_shapes_model,
+    write_demo_scene,
+    write_side_by_side,
+)
 from . import comfy_host
 from .auto_eta_prompt import score_table, use_auto_eta
 from .edit_inputs import (
@@ -64,15 +73,6 @@ from .edit_prompt import (
 from .family_templates import MASKED, template_for_family
 from .headless import Headless, RunError
 from .model_family import detect
-from .shapes_demo import (
-    DEMO_ETAS,
-    DEMO_TEXT,
-    SETTINGS,
-    edit_of,
-    use_shapes_model,
-    write_demo_scene,
-    write_side_by_side,
-)
 from .workflow_api import WorkflowError, object_info_in_process, set_mode, to_api
 
 PROG = "imagic-edit"
@@ -86,7 +86,7 @@ LOADERS = {
     "VAELoader": ("vae", ("vae_name",), "--vae"),
 }
 MASKABLE = ("sd15", "sd2")  # the families imagic_edit_masked (built from the SD 1.5 imagic_edit) is for
-DEMO = SETTINGS  # the shapes model's measured recipe (cli/shapes_demo.py)
+DEMO = SETTINGS  # the shapes model's measured recipe (demo/shapes_demo.py)
 # Small models' tensors are too small to share among threads: on a 2-core machine the tiny model's demo took
 # 34-70 s with one torch thread and 299-401 s with two (README, "Run it: headless edit").
 DEMO_THREADS = 1
@@ -498,7 +498,7 @@ def check_mask_use(args, jobs: list[Job]) -> None:
         raise InputError("--mask goes with one photo (--image or --demo), not --batch: each photo needs its own mask")
     if AUTO in (args.eta or []):
         raise InputError("--eta auto samples whole pictures, not inside a mask: with --mask give etas as numbers")
-    from ..core.shapes_world import SIZE  # the demo's picture
+    from ..demo.shapes_world import SIZE  # the demo's picture
 
     check_mask(args.mask, picture_size(jobs[0].image) if jobs else (SIZE, SIZE))
 
