@@ -1,6 +1,6 @@
 """Does a batch of several noise/timestep draws per step lower the steps Imagic needs for the same loss?
 
-    python bench/batch_curve.py [--batches 1 2 4 8] [--seeds 0 1] [--out bench/out/batch_curve.md]
+    python cli/bench.py batch_curve [--batches 1 2 4 8] [--seeds 0 1] [--out bench/out/batch_curve.md]
 
 Loss-vs-steps curves on the tiny SD1.5-family model (``demo/tiny_checkpoint.py``) with the test suite's
 input photo and settings (A: lr 2e-2; B: LoRA rank 8, lr 3e-3, on the e_opt of A's 40 steps), trained by the
@@ -11,21 +11,17 @@ over the seeds. A step with batch B costs up to B times a batch-1 step (on a CPU
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a benchmark is the pack's module
+    raise SystemExit("run it as: python cli/bench.py batch_curve [options]")
+
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-if __name__ == "__main__":  # python bench/batch_curve.py: run the pack's own copy of this module (cli/comfy_host.py)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-    import comfy_host
-
-    sys.exit(comfy_host.pack_module("bench.batch_curve").main())
 
 from ..demo.tiny_prompt import write_demo_image
 from . import host
@@ -102,12 +98,12 @@ def markdown(result: dict, args) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", type=Path, help="write the markdown tables here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     pack = host.boot(cpu=True)
     text = markdown(curves(pack, args), args)

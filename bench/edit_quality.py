@@ -1,8 +1,8 @@
 """Edit quality on the shapes world: held-out inputs x one-attribute edits x seeds, every method, ground truth.
 
-    python bench/edit_quality.py                    # the full table (see --rows); tens of minutes on 2 cores
-    python bench/edit_quality.py --quick            # 2 inputs x 3 edits x 1 seed, short training: plumbing
-    python bench/edit_quality.py --rows imagic_lora sdedit t2i --inputs 4
+    python cli/bench.py edit_quality                    # the full table (see --rows); tens of minutes on 2 cores
+    python cli/bench.py edit_quality --quick            # 2 inputs x 3 edits x 1 seed, short training: plumbing
+    python cli/bench.py edit_quality --rows imagic_lora sdedit t2i --inputs 4
 
 Every output is made by a graph on ComfyUI's real executor with the stock nodes (Load Image, VAE Encode,
 CLIP Text Encode, KSampler, VAE Decode) and the shipped shapes model (Imagic Shapes Checkpoint). The inputs
@@ -36,14 +36,15 @@ readings go to ``--out``/outputs.jsonl, the table to stdout and ``--out``/table.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a benchmark is the pack's module
+    raise SystemExit("run it as: python cli/bench.py edit_quality [options]")
+
 import argparse
 import dataclasses
 import functools
 import json
 import math
 import statistics
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..cli import comfy_host
+from . import host
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE_TOL = 0.03  # sqrt(area)/side: the world's sizes span ~0.23-0.34; the reader is exact to ~0.01 on renders
@@ -445,21 +449,13 @@ def report(records: list[dict], out: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.summarise:
-        sys.path.insert(0, str(ROOT / "cli"))
-        import comfy_host
-
         world = comfy_host.pack_module("demo.shapes_world")
         records = [judged_again(json.loads(line), world)
                    for f in args.summarise for line in f.read_text().splitlines() if line.strip()]
         report(records, args.out)
         return 0
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(ROOT / "cli"))
-    import comfy_host
-
-    comfy_host.boot(comfy_host.find_comfyui(), Path(tempfile.mkdtemp(prefix="imagic_quality_")), cpu=True,
-                    stand_ins=True)
-    pack = comfy_host.pack_module
+    pack = host.boot(cpu=True)
     world = pack("demo.shapes_world")
     grid = pack("core.grid")
     sampling = pack("demo.shapes_checkpoint").SAMPLING  # how the shapes model is sampled, unless told otherwise
@@ -537,6 +533,3 @@ def write_grid(pictures: dict, records: list[dict], grid, path: Path, rule: str)
     if tiles:
         grid.labelled_grid(tiles, labels, columns=len(columns)).save(path)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

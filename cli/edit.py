@@ -30,9 +30,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-if __name__ == "__main__":  # python cli/edit.py (or -m cli.edit): run the pack's own copy of this module
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import comfy_host  # cli/comfy_host.py: imports the pack the way ComfyUI names it
+if __name__ == "__main__":  # python cli/edit.py: run the pack's own copy of this module
+    import comfy_host  # cli/comfy_host.py (this script's folder is on the path): the pack as ComfyUI names it
 
     sys.exit(comfy_host.pack_module("cli.edit").main())
 
