@@ -1,8 +1,8 @@
 """Does a batch of several noise/timestep draws per step lower the steps Imagic needs for the same loss?
 
-    python bench/batch_curve.py [--batches 1 2 4 8] [--seeds 0 1] [--out bench/out/batch_curve.md]
+    python cli/bench.py batch_curve [--batches 1 2 4 8] [--seeds 0 1] [--out bench/out/batch_curve.md]
 
-Loss-vs-steps curves on the tiny SD1.5-family model (``nodes/tiny_checkpoint.py``) with the test suite's
+Loss-vs-steps curves on the tiny SD1.5-family model (``demo/tiny_checkpoint.py``) with the test suite's
 input photo and settings (A: lr 2e-2; B: LoRA rank 8, lr 3e-3, on the e_opt of A's 40 steps), trained by the
 nodes' own functions (``optimize`` / ``finetune``) in fp32 (``low_memory`` off), for each batch size and step
 count. The figure is the held-out reconstruction loss: Imagic's loss on 64 fixed draws that training never
@@ -11,9 +11,11 @@ over the seeds. A step with batch B costs up to B times a batch-1 step (on a CPU
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a benchmark is the pack's module
+    raise SystemExit("run it as: python cli/bench.py batch_curve [options]")
+
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-if __name__ == "__main__":  # python bench/batch_curve.py: run the pack's own copy of this module (cli/comfy_host.py)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-    import comfy_host
-
-    sys.exit(comfy_host.pack_module("bench.batch_curve").main())
-
-from ..cli.tiny_prompt import write_demo_image
+from ..demo.tiny_prompt import write_demo_image
 from . import host
 
 A_STEPS, B_STEPS = (10, 20, 40, 80, 160), (15, 30, 60, 120, 240)
@@ -47,7 +43,7 @@ def heldout_loss(pack, model, conditioning, latent) -> float:
 
 
 def curves(pack, args) -> dict:
-    tiny = pack("nodes.tiny_checkpoint")
+    tiny = pack("demo.tiny_checkpoint")
     a_node, b_node = pack("nodes.optimize_embedding"), pack("nodes.finetune_unet")
     training = pack("nodes.training_run")
     with torch.inference_mode():
@@ -102,12 +98,12 @@ def markdown(result: dict, args) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", type=Path, help="write the markdown tables here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     pack = host.boot(cpu=True)
     text = markdown(curves(pack, args), args)

@@ -1,12 +1,12 @@
 """Edit quality on the shapes world: held-out inputs x one-attribute edits x seeds, every method, ground truth.
 
-    python bench/edit_quality.py                    # the full table (see --rows); tens of minutes on 2 cores
-    python bench/edit_quality.py --quick            # 2 inputs x 3 edits x 1 seed, short training: plumbing
-    python bench/edit_quality.py --rows imagic_lora sdedit t2i --inputs 4
+    python cli/bench.py edit_quality                    # the full table (see --rows); tens of minutes on 2 cores
+    python cli/bench.py edit_quality --quick            # 2 inputs x 3 edits x 1 seed, short training: plumbing
+    python cli/bench.py edit_quality --rows imagic_lora sdedit t2i --inputs 4
 
 Every output is made by a graph on ComfyUI's real executor with the stock nodes (Load Image, VAE Encode,
 CLIP Text Encode, KSampler, VAE Decode) and the shipped shapes model (Imagic Shapes Checkpoint). The inputs
-are renders of the held-out caption combinations (``core.shapes_world.HELD_OUT``), never seen in training,
+are renders of the held-out caption combinations (``demo.shapes_world.HELD_OUT``), never seen in training,
 with their unnamed details (background, size, jitter) drawn from a seed. Each input gets three edits, one
 per named attribute (colour -> the next colour, shape -> the next shape, position -> the opposite side),
 and each edit runs with every ``--seeds`` value (training seed = sampler seed).
@@ -22,7 +22,7 @@ Rows:
 * ``roundtrip``: the input through VAE Encode and VAE Decode, no edit: "others kept" and "unnamed kept" of a
   perfect edit are at most this row's (its "target reached" is 0 by construction).
 
-Columns (the reader of ``core.shapes_world`` on the decoded output):
+Columns (the reader of ``demo.shapes_world`` on the decoded output):
 
 * target: the edited attribute reads as the target value (a blended colour is a failure);
 * others: the other two named attributes read as the input's;
@@ -36,14 +36,15 @@ readings go to ``--out``/outputs.jsonl, the table to stdout and ``--out``/table.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a benchmark is the pack's module
+    raise SystemExit("run it as: python cli/bench.py edit_quality [options]")
+
 import argparse
 import dataclasses
 import functools
 import json
 import math
 import statistics
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..cli import comfy_host
+from . import host
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE_TOL = 0.03  # sqrt(area)/side: the world's sizes span ~0.23-0.34; the reader is exact to ~0.01 on renders
@@ -116,7 +120,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--etas", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
     p.add_argument("--sample-steps", type=int, help="default: the shapes model's (SAMPLING)")
-    p.add_argument("--cfg", type=float, help="default: the shapes model's (nodes/shapes_checkpoint.py: SAMPLING)")
+    p.add_argument("--cfg", type=float, help="default: the shapes model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--sampler", help="default: the shapes model's (SAMPLING)")
     p.add_argument("--scheduler", help="default: the shapes model's (SAMPLING)")
     p.add_argument("--score-draws", type=int, default=32)
@@ -445,30 +449,22 @@ def report(records: list[dict], out: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.summarise:
-        sys.path.insert(0, str(ROOT / "cli"))
-        import comfy_host
-
-        world = comfy_host.pack_module("core.shapes_world")
+        world = comfy_host.pack_module("demo.shapes_world")
         records = [judged_again(json.loads(line), world)
                    for f in args.summarise for line in f.read_text().splitlines() if line.strip()]
         report(records, args.out)
         return 0
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(ROOT / "cli"))
-    import comfy_host
-
-    comfy_host.boot(comfy_host.find_comfyui(), Path(tempfile.mkdtemp(prefix="imagic_quality_")), cpu=True,
-                    stand_ins=True)
-    pack = comfy_host.pack_module
-    world = pack("core.shapes_world")
+    pack = host.boot(cpu=True)
+    world = pack("demo.shapes_world")
     grid = pack("core.grid")
-    sampling = pack("nodes.shapes_checkpoint").SAMPLING  # how the shapes model is sampled, unless told otherwise
+    sampling = pack("demo.shapes_checkpoint").SAMPLING  # how the shapes model is sampled, unless told otherwise
     args.sample_steps = args.sample_steps or sampling["steps"]
     args.cfg = args.cfg or sampling["cfg"]
     args.sampler = args.sampler or sampling["sampler_name"]
     args.scheduler = args.scheduler or sampling["scheduler"]
     if args.ckpt:  # what Imagic Shapes Checkpoint loads
-        shapes = pack("nodes.shapes_checkpoint")
+        shapes = pack("demo.shapes_checkpoint")
         shapes.CHECKPOINT = args.ckpt.resolve()
         shapes.load_shapes_checkpoint = functools.partial(shapes.load_shapes_checkpoint, shapes.CHECKPOINT)
     runner = Runner(pack, args.tiny)
@@ -537,6 +533,3 @@ def write_grid(pictures: dict, records: list[dict], grid, path: Path, rule: str)
     if tiles:
         grid.labelled_grid(tiles, labels, columns=len(columns)).save(path)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """File sizes of Imagic fine-tune files (Imagic Save Finetune's format) on the real SD1.5 UNet architecture.
 
-    python bench/finetune_sizes.py [--svd-rank 64] [--lora-ranks 4 16 64] [--exact-svd] [--keep DIR]
+    python cli/bench.py finetune_sizes [--svd-rank 64] [--lora-ranks 4 16 64] [--exact-svd] [--keep DIR]
 
 The UNet is ComfyUI's own SD1.5 model: ``comfy.supported_models.SD15`` with the ``unet_config`` that
 ``comfy.model_detection`` detects for SD1.5 checkpoints (checked below by detecting it back from the built
@@ -25,8 +25,10 @@ a time; the 3.4 GB exact file is written straight from untouched memory) and abo
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a benchmark is the pack's module
+    raise SystemExit("run it as: python cli/bench.py finetune_sizes [options]")
+
 import argparse
-import sys
 import tempfile
 import time
 import zlib
@@ -35,13 +37,7 @@ from pathlib import Path
 
 import torch
 
-if __name__ == "__main__":  # python bench/finetune_sizes.py: run the pack's own copy of this module (cli/comfy_host.py)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-    import comfy_host
-
-    sys.exit(comfy_host.pack_module("bench.finetune_sizes").main())
-
-from ..cli import comfy_host
+from . import host
 
 # SD1.5's unet_config, exactly as comfy.model_detection detects it from an SD1.5 checkpoint
 # (comfy/model_detection.py, unet_config_from_diffusers_unet: ``SD15``); checked by detect_back().
@@ -53,15 +49,6 @@ SD15_UNET = {
     "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
     "use_temporal_attention": False, "use_temporal_resblock": False,
 }
-
-
-def boot(base: Path):
-    """ComfyUI in this process (cli/comfy_host.py, with the test stand-ins), with its folders under ``base``."""
-    host = comfy_host.find_comfyui()
-    if host is None:
-        sys.exit(comfy_host.NO_HOST)
-    comfy_host.boot(host, base, stand_ins=True)
-    return comfy_host.pack_module
 
 
 def sd15_base():
@@ -118,7 +105,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="imagic_sizes_"))
-    sub = boot(work / "comfy")
+    sub = host.boot(cpu=False, base=work / "comfy")
     fmt = sub("core.finetune_format")
     weights = sub("nodes.finetune_weights")
     writer = sub("nodes.finetune_paths")

@@ -1,7 +1,7 @@
 """Imagic training speed and memory: our nodes against a diffusers-style reference, side by side.
 
-    python bench/imagic_bench.py                          # CPU: SD1.5 UNet, latent 32x32, a few minutes
-    python bench/imagic_bench.py --device cuda --size 64  # GPU: 512x512, plus one whole edit per mode
+    python cli/bench.py imagic_bench                          # CPU: SD1.5 UNet, latent 32x32, a few minutes
+    python cli/bench.py imagic_bench --device cuda --size 64  # GPU: 512x512, plus one whole edit per mode
 
 Both sides run the same SD1.5 UNet architecture with the same random weights (``bench/unet_pair.py``; no
 download) on the same input: a random latent and a random CLIP-L-sized (1x77x768) text embedding. Rows:
@@ -17,6 +17,9 @@ median seconds per step after the warm-up steps, the peak memory (peak RSS on a 
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a benchmark is the pack's module
+    raise SystemExit("run it as: python cli/bench.py imagic_bench [options]")
+
 import argparse
 import json
 import os
@@ -25,12 +28,6 @@ import sys
 from pathlib import Path
 
 import torch
-
-if __name__ == "__main__":  # python bench/imagic_bench.py: run the pack's own copy of this module (cli/comfy_host.py)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-    import comfy_host
-
-    sys.exit(comfy_host.pack_module("bench.imagic_bench").main())
 
 from ..core import defaults
 from . import unet_pair
@@ -86,7 +83,7 @@ def comfy_pack(device: torch.device):
     if "pack" not in _PACK:
         from . import host
 
-        _PACK["pack"] = host.boot(cpu=device.type == "cpu")
+        _PACK["pack"] = host.boot(cpu=device.type == "cpu", reference=True)
     return _PACK["pack"]
 
 

@@ -1,36 +1,25 @@
 """Text-to-image of the shapes model on the held-out captions, read back from pixels; prints the accuracy.
 
-    python bench/shapes_text_to_image.py     # 8 held-out captions x 5 seeds, sampled as the model is (SAMPLING)
+    python cli/bench.py shapes_text_to_image     # 8 held-out captions x 5 seeds, sampled as the model is (SAMPLING)
 
 Runs the stock node functions (CLIP Text Encode, Empty Latent Image, KSampler, VAE Decode) in this process on
 the shipped checkpoint (or --ckpt), and reads colour, shape and position of every picture with
-``core/shapes_world.read``; a blended colour counts as wrong.
+``demo/shapes_world.read``; a blended colour counts as wrong.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a benchmark is the pack's module
+    raise SystemExit("run it as: python cli/bench.py shapes_text_to_image [options]")
+
 import argparse
-import importlib
-import importlib.util
 import json
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from . import host
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def boot():
-    """Boot the ComfyUI found as the README says; returns ``pack("nodes.x")`` -> the pack's module."""
-    spec = importlib.util.spec_from_file_location("imagic_shapes_comfy_host", ROOT / "cli" / "comfy_host.py")
-    host = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(host)
-    path = host.find_comfyui()
-    if path is None:
-        sys.exit("no ComfyUI found: set COMFYUI_PATH or clone ComfyUI to ~/comfy/ComfyUI")
-    name = host.boot(path, Path(tempfile.mkdtemp(prefix="imagic_shapes_")), cpu=True, stand_ins=True)
-    return lambda sub: importlib.import_module(f"{name}.{sub}")
 
 
 def text_to_image(model, clip, vae, text: str, seed: int, steps: int, cfg: float) -> np.ndarray:
@@ -68,19 +57,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, help="a shapes checkpoint (default: the shipped one)")
     p.add_argument("--per-caption", type=int, default=5, help="seeds per held-out caption")
-    p.add_argument("--cfg", type=float, help="default: the model's (nodes/shapes_checkpoint.py: SAMPLING)")
+    p.add_argument("--cfg", type=float, help="default: the model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--steps", type=int, help="default: the model's")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    pack = boot()
-    sc = pack("nodes.shapes_checkpoint")
+    pack = host.boot(cpu=True)
+    sc = pack("demo.shapes_checkpoint")
     model, clip, vae = sc.load_shapes_checkpoint(args.ckpt or sc.CHECKPOINT)
     cfg, steps = args.cfg or sc.SAMPLING["cfg"], args.steps or sc.SAMPLING["steps"]
-    result = measure_t2i(pack("core.shapes_world"), model, clip, vae, args.per_caption, cfg, steps)
+    result = measure_t2i(pack("demo.shapes_world"), model, clip, vae, args.per_caption, cfg, steps)
     print(json.dumps(result))
 
-
-if __name__ == "__main__":
-    main()

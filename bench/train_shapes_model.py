@@ -1,7 +1,7 @@
-"""Train the shapes model (nodes/shapes_checkpoint.py) on the shapes world (core/shapes_world.py); seeded, CPU.
+"""Train the shapes model (demo/shapes_checkpoint.py) on the shapes world (demo/shapes_world.py); seeded, CPU.
 
-    python bench/train_shapes_model.py --out assets/imagic_shapes.safetensors    # the shipped checkpoint
-    python bench/train_shapes_model.py --out x.safetensors --measure-only        # measure a checkpoint again
+    python cli/bench.py train_shapes_model --out assets/imagic_shapes.safetensors    # the shipped checkpoint
+    python cli/bench.py train_shapes_model --out x.safetensors --measure-only        # measure a checkpoint again
 
 The shipped checkpoint is one run of the first command with the defaults (seed 0): 37.9 minutes on a
 shared 2-core CPU. A pilot: ``--decoder-steps 5 --n-data 64 --unet-steps 5 --eval-per-caption 1 --ranks 2``
@@ -22,6 +22,9 @@ metadata records it).
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a benchmark is the pack's module
+    raise SystemExit("run it as: python cli/bench.py train_shapes_model [options]")
+
 import argparse
 import json
 import math
@@ -37,7 +40,9 @@ from pathlib import Path
 import numpy as np
 import safetensors.torch
 import torch
-from shapes_text_to_image import boot, measure_t2i
+
+from . import host
+from .shapes_text_to_image import measure_t2i
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,7 +235,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--offset-noise", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--eval-per-caption", type=int, default=5)
-    p.add_argument("--eval-cfg", type=float, help="default: the model's (nodes/shapes_checkpoint.py: SAMPLING)")
+    p.add_argument("--eval-cfg", type=float, help="default: the model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--init", type=Path, help="continue from this checkpoint: its UNet goes on training, its VAE "
                                              "is kept (no decoder phase)")
     p.add_argument("--history", help="with --measure-only: a note on how the checkpoint was made, kept in it")
@@ -248,7 +253,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def spawn(argv: list[str], *extra: str) -> subprocess.Popen:
     """A worker process of this script, in a session of its own (the scheduler shares the CPU by session)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, __file__, *argv, *extra], env=env, start_new_session=True)
+    command = [sys.executable, str(ROOT / "cli" / "bench.py"), "train_shapes_model", *argv, *extra]
+    return subprocess.Popen(command, env=env, start_new_session=True)
 
 
 def wait(procs: list[subprocess.Popen]) -> None:
@@ -336,9 +342,9 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     torch.set_num_threads(1)
-    pack = boot()
-    world = pack("core.shapes_world")
-    sc = pack("nodes.shapes_checkpoint")
+    pack = host.boot(cpu=True)
+    world = pack("demo.shapes_world")
+    sc = pack("demo.shapes_checkpoint")
     args.eval_cfg = args.eval_cfg or sc.SAMPLING["cfg"]  # the model's own sampling unless told otherwise
     if args.role != "main":
         return worker(args, pack, world, sc)
@@ -405,6 +411,3 @@ def main(argv=None):
     shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in {minutes:.1f} min")
 
-
-if __name__ == "__main__":
-    main()

@@ -30,13 +30,21 @@ import tempfile
 import threading
 from pathlib import Path
 
-if __name__ == "__main__":  # python cli/edit.py (or -m cli.edit): run the pack's own copy of this module
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import comfy_host  # cli/comfy_host.py: imports the pack the way ComfyUI names it
+if __name__ == "__main__":  # python cli/edit.py: run the pack's own copy of this module
+    import comfy_host  # cli/comfy_host.py (this script's folder is on the path): the pack as ComfyUI names it
 
     sys.exit(comfy_host.pack_module("cli.edit").main())
 
 from ..core import defaults
+from ..demo.shapes_demo import (
+    DEMO_ETAS,
+    DEMO_TEXT,
+    SETTINGS,
+    edit_of,
+    use_shapes_model,
+    write_demo_scene,
+    write_side_by_side,
+)
 from . import comfy_host
 from .auto_eta_prompt import score_table, use_auto_eta
 from .edit_inputs import (
@@ -64,15 +72,6 @@ from .edit_prompt import (
 from .family_templates import MASKED, template_for_family
 from .headless import Headless, RunError
 from .model_family import detect
-from .shapes_demo import (
-    DEMO_ETAS,
-    DEMO_TEXT,
-    SETTINGS,
-    edit_of,
-    use_shapes_model,
-    write_demo_scene,
-    write_side_by_side,
-)
 from .workflow_api import WorkflowError, object_info_in_process, set_mode, to_api
 
 PROG = "imagic-edit"
@@ -86,7 +85,7 @@ LOADERS = {
     "VAELoader": ("vae", ("vae_name",), "--vae"),
 }
 MASKABLE = ("sd15", "sd2")  # the families imagic_edit_masked (built from the SD 1.5 imagic_edit) is for
-DEMO = SETTINGS  # the shapes model's measured recipe (cli/shapes_demo.py)
+DEMO = SETTINGS  # the shapes model's measured recipe (demo/shapes_demo.py)
 # Small models' tensors are too small to share among threads: on a 2-core machine the tiny model's demo took
 # 34-70 s with one torch thread and 299-401 s with two (README, "Run it: headless edit").
 DEMO_THREADS = 1
@@ -498,7 +497,7 @@ def check_mask_use(args, jobs: list[Job]) -> None:
         raise InputError("--mask goes with one photo (--image or --demo), not --batch: each photo needs its own mask")
     if AUTO in (args.eta or []):
         raise InputError("--eta auto samples whole pictures, not inside a mask: with --mask give etas as numbers")
-    from ..core.shapes_world import SIZE  # the demo's picture
+    from ..demo.shapes_world import SIZE  # the demo's picture
 
     check_mask(args.mask, picture_size(jobs[0].image) if jobs else (SIZE, SIZE))
 

@@ -3,7 +3,7 @@
 mutmut names a mutant after its file (``core/auto_eta.py`` -> ``core.auto_eta``) and switches it on only in a
 function whose ``__module__`` has that name. The tests reach ``core`` through the pack (tests/pack.py), which
 ComfyUI's loader names after the folder: ``<folder>.core.auto_eta``, so no mutant would ever run. Here ``core``
-is loaded once more from the mutants/ copy under its own name, from its file (no sys.path change), and the
+is loaded once more from the mutants/ copy under its own name, from its file (the import path unchanged), and the
 pack's names point at those same modules before any test imports them.
 
 It also leaves out the tests that boot the ComfyUI host (the ``comfy`` and server fixtures): they take minutes,
@@ -22,11 +22,11 @@ HOST_FIXTURES = {"comfy", "workflow_server", "frontend"}
 
 
 def _alias_core() -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
-    try:
-        from pack import comfy_host  # the pack under its folder name, as the tests load it
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
+    spec = importlib.util.spec_from_file_location("comfy_host", ROOT / "cli" / "comfy_host.py")
+    comfy_host = importlib.util.module_from_spec(spec)
+    sys.modules["comfy_host"] = comfy_host
+    spec.loader.exec_module(comfy_host)  # replaces itself with the pack's copy, as tests/conftest.py gets it
+    comfy_host = sys.modules["comfy_host"]
     root = comfy_host.pack_module_name()
     if "core" not in sys.modules:
         spec = importlib.util.spec_from_file_location("core", ROOT / "core" / "__init__.py",

@@ -1,6 +1,9 @@
 """The ComfyExtension that lists every Imagic node."""
 from comfy_api.latest import ComfyExtension, io
 
+from ..demo.shapes_checkpoint import ImagicShapesCheckpoint
+from ..demo.shapes_scene import ImagicShapesScene
+from ..demo.tiny_checkpoint import ImagicTinyCheckpoint
 from .auto_eta import ImagicAutoEta
 from .finetune_unet import ImagicFinetuneUNet
 from .interpolate_conditioning import ImagicInterpolateConditioning
@@ -9,9 +12,6 @@ from .load_finetune import ImagicLoadFinetune
 from .optimize_embedding import ImagicOptimizeEmbedding
 from .routes import register
 from .save_finetune import ImagicSaveFinetune
-from .shapes_checkpoint import ImagicShapesCheckpoint
-from .shapes_scene import ImagicShapesScene
-from .tiny_checkpoint import ImagicTinyCheckpoint
 from .widget_values import guarded
 
 

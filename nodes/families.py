@@ -64,7 +64,7 @@ class Family:
 
 
 # model_base class name -> the family: one entry per supported family (a new family is one line here, a tiny model
-# in nodes/tiny_checkpoint.py and a test in tests/test_families.py)
+# in demo/tiny_checkpoint.py and a test in tests/test_families.py)
 SUPPORTED = {
     "BaseModel": Family("SD1.x, SD2.x (base and 768-v)", None),
     "SD21UNCLIP": Family("SD2.1 unCLIP", None),

@@ -19,8 +19,14 @@ import torch
 # forward takes ~2 s with 2 threads and ~9 ms with 1 (the suite ran 6x faster with one thread).
 torch.set_num_threads(1)
 
+# The tests' helpers (pack, graphs, ...) by their names; cli/ only while comfy_host imports, which then becomes the
+# pack's own copy (the one way in: cli/comfy_host.py).
 sys.path.insert(0, str(Path(__file__).parent))
-from pack import comfy_host  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+try:
+    import comfy_host  # noqa: E402
+finally:
+    sys.path.remove(str(Path(__file__).resolve().parents[1] / "cli"))
 
 HOST = comfy_host.find_comfyui()
 NO_HOST = comfy_host.NO_HOST

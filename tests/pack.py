@@ -2,16 +2,11 @@
 ComfyUI's loader gives the folder, so the tests and the loaded nodes share one copy; no ComfyUI needed)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import comfy_host  # tests/conftest.py imported it: the pack's own copy, <pack>.cli.comfy_host
 
-sys.path.insert(0, str(ROOT / "cli"))
-try:
-    import comfy_host  # becomes the pack's own copy, <pack>.cli.comfy_host
-finally:
-    sys.path.remove(str(ROOT / "cli"))
+ROOT = Path(__file__).resolve().parents[1]
 
 NAME = comfy_host.pack_module_name()
 pack = comfy_host.pack_module

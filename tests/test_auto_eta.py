@@ -195,10 +195,10 @@ def shapes_auto_eta_graph(image: str, text: str) -> dict:
 def test_on_the_shapes_model_auto_eta_reaches_the_target_where_eta_0_does_not(comfy):
     from test_shapes_model import save_input
 
-    checkpoint = sub("nodes.shapes_checkpoint").CHECKPOINT
+    checkpoint = sub("demo.shapes_checkpoint").CHECKPOINT
     if not checkpoint.is_file():
         pytest.skip(f"the shapes model {checkpoint} is not there")
-    world = sub("core.shapes_world")
+    world = sub("demo.shapes_world")
     source, attribute, target = SHAPES_EDIT
     image = save_input(comfy, source, 100, "shapes_auto_eta.png")
     comfy.run(shapes_auto_eta_graph(image, world.caption(*target)))

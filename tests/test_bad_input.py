@@ -17,7 +17,7 @@ def image(comfy):
 @pytest.fixture(scope="module")
 def parts(comfy):
     """A tiny SD1.5 model, its e_tgt and a latent, built under inference mode as the executor would."""
-    tiny = sub("nodes.tiny_checkpoint")
+    tiny = sub("demo.tiny_checkpoint")
     with torch.inference_mode():
         model, clip, vae = tiny.build_tiny_checkpoint("sd15", 0)
         cond = clip.encode_from_tokens_scheduled(clip.tokenize("a dog"))

@@ -18,8 +18,9 @@ def test_benchmark_runs_every_row_and_prints_the_table():
     if HOST is None:
         pytest.skip(NO_HOST)
     pytest.importorskip("diffusers")
-    cmd = [sys.executable, str(ROOT / "bench" / "imagic_bench.py"), "--model", "mini", "--size", "8", "--steps", "1",
-           "--warmup", "1", "--threads", "1", "--no-isolate", "--edit", "on", "--edit-steps", "2", "2", "2"]
+    cmd = [sys.executable, str(ROOT / "cli" / "bench.py"), "imagic_bench", "--model", "mini", "--size", "8",
+           "--steps", "1", "--warmup", "1", "--threads", "1", "--no-isolate", "--edit", "on",
+           "--edit-steps", "2", "2", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, COMFYUI_PATH=str(HOST)))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -37,9 +38,9 @@ def test_edit_quality_benchmark_runs_and_summarises_its_own_outputs_alike(tmp_pa
     judged again by the same rule)."""
     if HOST is None:
         pytest.skip(NO_HOST)
-    script = str(ROOT / "bench" / "edit_quality.py")
+    script = [str(ROOT / "cli" / "bench.py"), "edit_quality"]
     env = dict(os.environ, COMFYUI_PATH=str(HOST))
-    cmd = [sys.executable, script, "--quick", "--inputs", "1", "--seeds", "0", "--rows", "imagic_full", "sdedit",
+    cmd = [sys.executable, *script, "--quick", "--inputs", "1", "--seeds", "0", "--rows", "imagic_full", "sdedit",
            "--etas", "0.5", "1.0", "--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -48,7 +49,8 @@ def test_edit_quality_benchmark_runs_and_summarises_its_own_outputs_alike(tmp_pa
     table = (tmp_path / "run" / "table.md").read_text()
     assert "| Imagic full (A 100, B 300 @1e-4), eta 0.5 | 3 |" in table and "| SDEdit 0.6 | 3 |" in table, table
     assert (tmp_path / "run" / "grid.png").stat().st_size > 0
-    again = subprocess.run([sys.executable, script, "--summarise", str(tmp_path / "run" / "outputs.jsonl"),
+    again = subprocess.run([sys.executable, *script, "--summarise", str(tmp_path / "run" / "outputs.jsonl"),
                             "--out", str(tmp_path / "again")], capture_output=True, text=True, timeout=120, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "again" / "table.md").read_text() == table
+

@@ -57,7 +57,7 @@ def test_demo_edits_a_held_out_picture_with_the_shapes_model(tmp_path):
     assert inputs_of(prompt, "ImagicShapesCheckpoint") == [{}] and not inputs_of(prompt, "CheckpointLoaderSimple")
     assert inputs_of(prompt, "ImagicInterpolateConditioning")[0]["eta"] == 0.9
     assert inputs_of(prompt, "CLIPTextEncode")[0]["text"] == "a blue circle on the left"
-    world = sub("core.shapes_world")
+    world = sub("demo.shapes_world")
     with Image.open(out / "demo_input.png") as image:
         source = world.read(np.asarray(image.convert("RGB"), np.float32) / 255)
     assert (source.colour, source.shape, source.position) == ("red", "circle", "left")  # held out of training

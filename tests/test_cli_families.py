@@ -5,7 +5,7 @@ loaders (--ckpt, --unet, --clip, --vae), and one clear line for a file that does
 
 SD 1.x/2.x and SDXL files are written as a header only, from the real architectures built on torch's meta device:
 the detection reads no weight (there is none in the file) and ComfyUI does not take the tiny UNets for SDXL. SD3
-and Flux are the tiny models of nodes/tiny_checkpoint.py, saved for real."""
+and Flux are the tiny models of demo/tiny_checkpoint.py, saved for real."""
 from __future__ import annotations
 
 import copy
@@ -66,7 +66,7 @@ def files(comfy, tmp_path_factory):
         shapes = {f"model.diffusion_model.{k}": tuple(v.shape) for k, v in unet.state_dict().items()}
         shapes["first_stage_model.decoder.conv_out.weight"] = (3, 128, 3, 3)
         out[family] = header_only(folder / f"{family}_model.safetensors", shapes)
-    tiny = sub("nodes.tiny_checkpoint")
+    tiny = sub("demo.tiny_checkpoint")
     for family, prefix in (("sd3", "model.diffusion_model."), ("flux", "")):
         weights = tiny.build_tiny_checkpoint(family, 0)[0].model.diffusion_model.state_dict()
         out[family] = folder / f"{family}_model.safetensors"

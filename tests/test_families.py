@@ -45,7 +45,7 @@ TEST_NODE = "ImagicTestTinyCheckpoint"
 
 
 def tiny():
-    return sub("nodes.tiny_checkpoint")
+    return sub("demo.tiny_checkpoint")
 
 
 class TinyAnyCheckpoint:

@@ -34,7 +34,7 @@ def on_tiny(prompt: dict, family: str, text: str) -> dict:
                 value = [loader, SEPARATE[swapped[value[0]]["class_type"]]]
             inputs[name] = value
         out[node_id] = {**node, "inputs": inputs}
-    tiny_prompt = sub("cli.tiny_prompt")
+    tiny_prompt = sub("demo.tiny_prompt")
     out = tiny_prompt.shrink(out, size=64, train_steps=2, sample_steps=2)
     for node in out.values():
         if node["class_type"] == "LoadImage":

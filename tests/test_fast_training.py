@@ -141,7 +141,7 @@ def test_adam_is_fused_where_the_device_has_it_and_the_loop_keeps_finite_weights
 
 
 def tiny_model_and_text():
-    tiny = sub("nodes.tiny_checkpoint")
+    tiny = sub("demo.tiny_checkpoint")
     with torch.inference_mode():
         model, clip, _ = tiny.build_tiny_checkpoint("sd15", 0)
         return model, clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a sitting dog"))

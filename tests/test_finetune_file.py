@@ -135,14 +135,15 @@ def test_round_trip_in_a_fresh_process_gives_the_in_memory_latent(comfy, saved, 
     prompt.write_text(json.dumps(load_graph(image, saved["name"])))
     result = tmp_path / "latent.safetensors"
     child = (
-        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
+        "import json, sys; from pathlib import Path\n"
         "import safetensors.torch\n"
         "from conftest import Comfy\n"
         "c = Comfy(Path(sys.argv[2])); c.run(json.loads(Path(sys.argv[3]).read_text()))\n"
         "safetensors.torch.save_file({'samples': c.output('8')['samples'].contiguous(), "
         "'e_opt': c.output('30', 1)[0][0].contiguous()}, sys.argv[4])\n")
     proc = subprocess.run([sys.executable, "-c", child, str(TESTS), str(comfy.base), str(prompt), str(result)],
-                          check=False, capture_output=True, text=True, timeout=600)
+                          check=False, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(TESTS)))  # the tests' conftest, by its name
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = safetensors.torch.load_file(result)
     assert torch.equal(out["e_opt"], saved["e_opt"][0][0])

@@ -34,7 +34,7 @@ def image(comfy):
 @pytest.fixture(scope="module")
 def edit(comfy, image):
     """One full run at eta=0; later tests re-run only what changes (ComfyUI's cache keeps the rest)."""
-    tiny = sub("nodes.tiny_checkpoint")
+    tiny = sub("demo.tiny_checkpoint")
     with torch.inference_mode():
         reference = {k: v.clone() for k, v in tiny.build_tiny_checkpoint("sd15", 0)[0].model.state_dict().items()}
     graph = imagic_graph(image, eta=0.0, **TUNE)

@@ -133,7 +133,7 @@ def _damage(kind: str, good: bytes) -> bytes:
 
 @pytest.mark.parametrize("kind", ["truncated", "bit-flipped", "another safetensors"])
 def test_a_damaged_shapes_checkpoint_says_reinstall(comfy, tmp_path, monkeypatch, kind):
-    sc = sub("nodes.shapes_checkpoint")
+    sc = sub("demo.shapes_checkpoint")
     shipped = sc.CHECKPOINT
     assert sc.digest_path(shipped).is_file(), "the shipped checkpoint's sha256 is not beside it"
     copy = tmp_path / shipped.name
@@ -148,5 +148,5 @@ def test_a_damaged_shapes_checkpoint_says_reinstall(comfy, tmp_path, monkeypatch
 
 
 def test_the_shipped_shapes_checkpoint_matches_its_recorded_sha256():
-    sc = sub("nodes.shapes_checkpoint")
+    sc = sub("demo.shapes_checkpoint")
     sc.check_shipped(sc.CHECKPOINT)

@@ -15,7 +15,7 @@ from conftest import HOST, NO_HOST
 from pack import ROOT, sub
 from workflow_env import load
 
-world = sub("core.shapes_world")
+world = sub("demo.shapes_world")
 MASKED = "imagic_edit_masked"
 SOURCE, SCENE_SEED = ("green", "square", "right"), 101  # held out of training (tests/test_shapes_model.py EDITS)
 TARGET = ("blue", "square", "right")
@@ -81,7 +81,7 @@ def masked_edit(comfy):
     defaults, 128 px), one training run; plus the VAE round trip of the input, to compare the outside with."""
     if HOST is None:
         pytest.skip(NO_HOST)
-    edit_prompt, demo = sub("cli.edit_prompt"), sub("cli.shapes_demo")
+    edit_prompt, demo = sub("cli.edit_prompt"), sub("demo.shapes_demo")
     workflow_api = sub("cli.workflow_api")
     scene = world.scene_for_seed(*SOURCE, SCENE_SEED)
     pixels = world.render(scene)
@@ -139,7 +139,7 @@ def test_outside_the_mask_is_the_input_and_inside_reaches_the_target(masked_edit
 # cli/edit.py --mask, as a user runs it (a separate process).
 
 FEW = ["--embed-steps", 3, "--tune-steps", 3, "--sample-steps", 2]
-DEMO_SCENE = ("red", "circle", "left"), 100  # cli/shapes_demo.py: the demo's picture
+DEMO_SCENE = ("red", "circle", "left"), 100  # demo/shapes_demo.py: the demo's picture
 
 
 def write_mask(path, mask: np.ndarray):

@@ -49,7 +49,7 @@ RUNS = {"lora": dict(steps=12, learning_rate=3e-3), "full": dict(steps=12, learn
 @pytest.fixture(scope="module")
 def parts(comfy):
     """A tiny model (and a copy of its weights as built), e_tgt of a text and the latent of a seeded image."""
-    tiny = sub("nodes.tiny_checkpoint")
+    tiny = sub("demo.tiny_checkpoint")
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         model, clip, vae = tiny.build_tiny_checkpoint("sd15", 0)

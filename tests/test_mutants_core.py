@@ -797,9 +797,9 @@ def test_the_clamp_of_a_factor_pair_too_large_for_torch_quantile_uses_an_even_su
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# core/shapes_world.py
+# demo/shapes_world.py
 
-world = sub("core.shapes_world")
+world = sub("demo.shapes_world")
 
 
 def test_the_centre_is_the_positions_place_plus_the_jitter_and_the_reader_finds_it():

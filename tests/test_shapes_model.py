@@ -1,4 +1,4 @@
-"""The shipped shapes model (nodes/shapes_checkpoint.py) and scene node on the real executor with stock nodes:
+"""The shipped shapes model (demo/shapes_checkpoint.py) and scene node on the real executor with stock nodes:
 an SD1-family checkpoint with its recipe and measurements, text-to-image that draws held-out captions, and
 Imagic edits of held-out pictures that reach the target and keep what the text does not change -- closer to
 the input than text-to-image from the same target text."""
@@ -13,12 +13,12 @@ import torch
 from graphs import imagic_graph
 from pack import sub
 
-world = sub("core.shapes_world")
+world = sub("demo.shapes_world")
 
 
 def sampling() -> dict:
-    """How the model is sampled (nodes/shapes_checkpoint.py: SAMPLING, cfg 2 measured; needs the booted host)."""
-    return sub("nodes.shapes_checkpoint").SAMPLING
+    """How the model is sampled (demo/shapes_checkpoint.py: SAMPLING, cfg 2 measured; needs the booted host)."""
+    return sub("demo.shapes_checkpoint").SAMPLING
 
 
 # The edit recipe: the node defaults (bench/RESULTS.md, Edit quality, measured on this model): A 250 steps at 2e-3,
@@ -77,7 +77,7 @@ def test_checkpoint_is_a_small_sd1_family_model_with_its_recipe_and_measurements
     import comfy.supported_models
     import comfy.taesd.taesd
 
-    sc = sub("nodes.shapes_checkpoint")
+    sc = sub("demo.shapes_checkpoint")
     assert sc.CHECKPOINT.stat().st_size < 8e6  # 6.0 MB in fp16 (compacted: see the next test)
     with torch.inference_mode():
         model, clip, vae = sc.load_shapes_checkpoint()
@@ -101,7 +101,7 @@ def test_checkpoint_stores_no_hand_set_or_unused_weights_and_the_loader_rebuilds
     table."""
     import comfy.utils
 
-    sc = sub("nodes.shapes_checkpoint")
+    sc = sub("demo.shapes_checkpoint")
     stored = comfy.utils.load_torch_file(str(sc.CHECKPOINT), safe_load=True)
     assert not [k for k in stored if "taesd_encoder" in k] and sc.TOKEN_TABLE not in stored
     with torch.inference_mode():
@@ -138,7 +138,7 @@ def test_the_demo_template_samples_the_model_as_it_was_measured(comfy):
     assert samplers and all(v[2:6] == [sampling()[k] for k in ("steps", "cfg", "sampler_name", "scheduler")]
                             for v in samplers), samplers
     # and trains as cli/edit.py --demo does (the node defaults)
-    demo = sub("cli.shapes_demo")
+    demo = sub("demo.shapes_demo")
     (embed,) = [n["widgets_values"] for n in workflow["nodes"] if n["type"] == "ImagicOptimizeEmbedding"]
     (tune,) = [n["widgets_values"] for n in workflow["nodes"] if n["type"] == "ImagicFinetuneUNet"]
     a, b = demo.TRAINING["ImagicOptimizeEmbedding"], demo.TRAINING["ImagicFinetuneUNet"]

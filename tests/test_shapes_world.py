@@ -1,4 +1,4 @@
-"""core/shapes_world.py: captions, the held-out split, reproducible scenes, and a reader that recovers the
+"""demo/shapes_world.py: captions, the held-out split, reproducible scenes, and a reader that recovers the
 attributes of true renders and refuses blends (no ComfyUI needed)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from pack import sub
 
-world = sub("core.shapes_world")
+world = sub("demo.shapes_world")
 
 
 def test_caption_and_its_parse():

@@ -1,4 +1,4 @@
-"""nodes/tiny_checkpoint.py: real ComfyUI objects of each family, with the family's conditioning
+"""demo/tiny_checkpoint.py: real ComfyUI objects of each family, with the family's conditioning
 widths, deterministic weights, outputs that depend on the text and the latent, a working VAE, and
 the node running in ComfyUI's executor."""
 from __future__ import annotations
@@ -24,7 +24,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def tc(comfy):
-    return sub("nodes.tiny_checkpoint")
+    return sub("demo.tiny_checkpoint")
 
 
 def _build(tc, family, seed=0):

@@ -21,7 +21,7 @@ KS_MAX = 0.026
 
 @pytest.fixture(scope="module", params=["sd15", "sd3"])
 def denoiser(request, comfy):
-    tiny, cm = sub("nodes.tiny_checkpoint"), sub("nodes.comfy_model")
+    tiny, cm = sub("demo.tiny_checkpoint"), sub("nodes.comfy_model")
     with torch.inference_mode():
         model = tiny.build_tiny_checkpoint(request.param, 0)[0]
     return request.param, cm.ComfyDenoiser(model.model)

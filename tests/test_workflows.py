@@ -159,7 +159,7 @@ def test_runs_on_the_tiny_model(workflow_server, object_info, name):
 @host
 def test_demo_runs_as_shipped_with_no_download(workflow_server, object_info):
     """The shapes demo needs no file: its model and input picture are built in. Shorter training only."""
-    prompt = sub("cli.tiny_prompt").shrink(api_prompt(load("imagic_demo_shapes"), object_info), size=128,
+    prompt = sub("demo.tiny_prompt").shrink(api_prompt(load("imagic_demo_shapes"), object_info), size=128,
                                            train_steps=3, sample_steps=2)
     result = workflow_server.run_prompt(prompt)
     assert_success(result)

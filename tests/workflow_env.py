@@ -64,7 +64,7 @@ def api_prompt(workflow: dict, object_info: dict) -> dict:
 
 def tiny(prompt: dict, *, train_steps: int = 3, sample_steps: int = 2, size: int = 64) -> dict:
     """``prompt`` on the tiny SD1.5-family model, the test photo, small sizes and few steps."""
-    tiny_prompt = sub("cli.tiny_prompt")
+    tiny_prompt = sub("demo.tiny_prompt")
     out = tiny_prompt.shrink(tiny_prompt.use_tiny_model(prompt), size=size, train_steps=train_steps,
                              sample_steps=sample_steps)
     for node in out.values():

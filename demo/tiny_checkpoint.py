@@ -162,12 +162,12 @@ _TE_OPTIONS = {
 _NORMS = tuple(t for t in (torch.nn.GroupNorm, torch.nn.LayerNorm, comfy.rmsnorm.RMSNorm) if t is not None)
 
 
-def _generator(seed: int, part: int) -> torch.Generator:
+def part_generator(seed: int, part: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed * 4 + part)
 
 
 @torch.no_grad()
-def _init_weights(module: torch.nn.Module, gen: torch.Generator) -> None:
+def init_weights(module: torch.nn.Module, gen: torch.Generator) -> None:
     """Overwrite every parameter (comfy.ops layers start as torch.empty) from ``gen``.
 
     Matrices/kernels ~ N(0, 1/fan_in); biases 0; other vectors (gains of norms ComfyUI writes
@@ -202,7 +202,7 @@ def _build_model(spec: _Family, seed: int) -> comfy.model_patcher.ModelPatcher:
     config = spec.config(spec.unet)
     config.set_inference_dtype(torch.float32, None)  # random weights may overflow fp16
     model = config.get_model({})  # what load_state_dict_guess_config does, minus the weights
-    _init_weights(model, _generator(seed, 0))
+    init_weights(model, part_generator(seed, 0))
     pos_embed = getattr(model.diffusion_model, "pos_embed", None)
     if isinstance(pos_embed, torch.Tensor):  # MMDiT: an uninitialised buffer, a fixed sin-cos table
         max_size = model.diffusion_model.pos_embed_max_size
@@ -219,14 +219,14 @@ def _build_model(spec: _Family, seed: int) -> comfy.model_patcher.ModelPatcher:
 def _build_clip(spec: _Family, config, seed: int) -> comfy.sd.CLIP:
     target = spec.clip_target() if spec.clip_target else config.clip_target()
     clip = comfy.sd.CLIP(target, model_options=dict(_TE_OPTIONS))
-    _init_weights(clip.cond_stage_model, _generator(seed, 1))
+    init_weights(clip.cond_stage_model, part_generator(seed, 1))
     return clip
 
 
 def _build_vae(config, seed: int) -> comfy.sd.VAE:
     fmt = config.latent_format
     taesd = comfy.taesd.taesd.TAESD(latent_channels=fmt.latent_channels)
-    _init_weights(taesd, _generator(seed, 2))
+    init_weights(taesd, part_generator(seed, 2))
     sd = taesd.state_dict()
     # As VAELoader does for the real taesd*/taef1 files: map the family's VAE latent to TAESD's.
     sd["vae_scale"] = torch.tensor(float(fmt.scale_factor))

@@ -1,7 +1,7 @@
 """``--demo``: the Imagic edit workflow on the built-in shapes model, one held-out picture, its measured recipe.
 
 The demo runs the same workflow as a real edit (workflows/imagic_edit.json) with the checkpoint loader
-replaced by Imagic Shapes Checkpoint -- the small model trained on the shapes world (core/shapes_world.py),
+replaced by Imagic Shapes Checkpoint -- the small model trained on the shapes world (demo/shapes_world.py),
 whose outputs are real pictures -- and the settings measured on that model. The input is a render of a
 caption held out of the model's training; the target text changes one word of it.
 """
@@ -13,15 +13,15 @@ import numpy as np
 from PIL import Image
 
 from ..core import defaults
+from .tiny_prompt import LOADERS
 
 SHAPES = "ImagicShapesCheckpoint"
-LOADERS = ("CheckpointLoaderSimple",)  # outputs MODEL, CLIP, VAE: the shapes node's outputs, slot for slot
-SOURCE = ("red", "circle", "left")  # held out of training (core.shapes_world.HELD_OUT)
+SOURCE = ("red", "circle", "left")  # held out of training (demo.shapes_world.HELD_OUT)
 SCENE_SEED = 100  # its background shade, size and jitter
 DEMO_TEXT = "a blue circle on the left"
 DEMO_ETAS = [defaults.ETA, 0.9, 1.0]  # the default and two stronger edits
 # The node defaults (core/defaults.py; bench/RESULTS.md, Edit quality: measured on this model) at 128 px, sampled as
-# the model's text-to-image (nodes/shapes_checkpoint.py: SAMPLING).
+# the model's text-to-image (demo/shapes_checkpoint.py: SAMPLING).
 SETTINGS = {"size": 128, "embed_steps": defaults.EMBED_STEPS, "tune_steps": defaults.TUNE_STEPS}
 # low_memory off: for a model this small it only costs time (bench/edit_quality.py measured 3.5x faster steps)
 TRAINING = {"ImagicOptimizeEmbedding": {"learning_rate": defaults.EMBED_LEARNING_RATE, "low_memory": False},
@@ -32,7 +32,7 @@ TRAINING = {"ImagicOptimizeEmbedding": {"learning_rate": defaults.EMBED_LEARNING
 
 def use_shapes_model(prompt: dict) -> dict:
     """A copy of ``prompt`` on the shapes model: its loader, learning rates and sampler settings."""
-    from ..nodes.shapes_checkpoint import SAMPLING
+    from .shapes_checkpoint import SAMPLING
 
     sampler = dict(SAMPLING)  # steps too, unless the run gives its own (--sample-steps)
     out = {}
@@ -51,7 +51,7 @@ def use_shapes_model(prompt: dict) -> dict:
 
 def write_demo_scene(path: Path) -> Path:
     """The demo's input: a shapes-world render of a held-out caption."""
-    from ..core import shapes_world as world
+    from . import shapes_world as world
 
     pixels = world.render(world.scene_for_seed(*SOURCE, SCENE_SEED))
     Image.fromarray((pixels * 255).round().astype(np.uint8)).save(path)

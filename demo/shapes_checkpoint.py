@@ -1,6 +1,6 @@
-"""The shapes model: a small SD1.x-family model trained on the shapes world (core/shapes_world.py), shipped.
+"""The shapes model: a small SD1.x-family model trained on the shapes world (demo/shapes_world.py), shipped.
 
-Unlike the tiny random checkpoints (nodes/tiny_checkpoint.py) this one draws: text-to-image through the
+Unlike the tiny random checkpoints (demo/tiny_checkpoint.py) this one draws: text-to-image through the
 stock CLIP Text Encode / KSampler / VAE Decode gives the scene a caption names, so an Imagic edit on it can
 be seen and measured. It is built from ComfyUI's own classes, as the tiny checkpoint is, only with the
 weights read from ``assets/imagic_shapes.safetensors`` (written by ``bench/train_shapes_model.py``):
@@ -36,8 +36,8 @@ import comfy.taesd.taesd
 import comfy.utils
 from comfy_api.latest import io
 
-from .errors import fail
-from .tiny_checkpoint import _generator, _init_weights
+from ..nodes.errors import fail
+from .tiny_checkpoint import init_weights, part_generator
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "imagic_shapes.safetensors"
 REINSTALL = "reinstall the pack (the file is part of it) or run bench/train_shapes_model.py"
@@ -69,7 +69,7 @@ def build_unet(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
     config = ShapesSD15(dict(UNET))
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({})
-    _init_weights(model, _generator(seed, 0))
+    init_weights(model, part_generator(seed, 0))
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                             offload_device=comfy.model_management.unet_offload_device())
 
@@ -77,13 +77,13 @@ def build_unet(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
 def build_clip(seed: int = TEXT_SEED) -> comfy.sd.CLIP:
     target = ShapesSD15(dict(UNET)).clip_target()
     clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32, "clip_l_model_config": dict(TEXT_CONFIG)})
-    _init_weights(clip.cond_stage_model, _generator(seed, 1))
+    init_weights(clip.cond_stage_model, part_generator(seed, 1))
     return clip
 
 
 def build_taesd(seed: int = 0) -> comfy.taesd.taesd.TAESD:
     taesd = comfy.taesd.taesd.TAESD(latent_channels=4)
-    _init_weights(taesd, _generator(seed, 2))
+    init_weights(taesd, part_generator(seed, 2))
     return taesd
 
 
@@ -116,7 +116,7 @@ TOKEN_ROWS = "cond_stage_model.imagic_token_rows"  # ... and their values
 
 def world_token_ids(clip: comfy.sd.CLIP) -> list[int]:
     """Every token the SD1 tokenizer gives for a caption of the shapes world or the empty text."""
-    from ..core import shapes_world
+    from . import shapes_world
 
     texts = [shapes_world.caption(*c) for c in shapes_world.ALL_COMBOS] + [""]
     return sorted({int(t) for text in texts for batch in clip.tokenize(text)["l"] for t, _ in batch})

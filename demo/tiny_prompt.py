@@ -8,8 +8,7 @@ import numpy as np
 from PIL import Image
 
 TINY = "ImagicTinyCheckpoint"
-LOADERS = ("CheckpointLoaderSimple",)  # outputs MODEL, CLIP, VAE: the tiny node's outputs, slot for slot
-DEMO_TEXT = "a photo of a sitting dog"
+LOADERS = ("CheckpointLoaderSimple",)  # outputs MODEL, CLIP, VAE: a demo model node's outputs, slot for slot
 
 
 def use_tiny_model(prompt: dict, family: str = "sd15", seed: int = 0) -> dict:

@@ -1,11 +1,11 @@
-"""ImagicShapesScene: a picture of the shapes world (core/shapes_world.py) and its caption, with no file."""
+"""ImagicShapesScene: a picture of the shapes world (demo/shapes_world.py) and its caption, with no file."""
 from __future__ import annotations
 
 import torch
 
 from comfy_api.latest import io
 
-from ..core import shapes_world as world
+from . import shapes_world as world
 
 
 class ImagicShapesScene(io.ComfyNode):
