@@ -10,7 +10,9 @@ WEB_DIRECTORY = "./js"
 
 async def comfy_entrypoint():
     from .nodes.extension import ImagicExtension
+    from .nodes.help_pages import serve_locale_fallback
 
+    serve_locale_fallback()
     return ImagicExtension()
 
 

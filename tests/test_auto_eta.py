@@ -167,7 +167,7 @@ def test_schema_has_tooltips_and_a_help_page(comfy):
     schema = comfy.nodes.NODE_CLASS_MAPPINGS["ImagicAutoEta"].GET_SCHEMA()
     assert schema.category == "Imagic" and schema.description
     assert all(i.tooltip for i in schema.inputs) and all(o.tooltip for o in schema.outputs)
-    assert (sub("cli.comfy_host").PACK_DIR / "js" / "docs" / "ImagicAutoEta.md").is_file()
+    assert (sub("cli.comfy_host").PACK_DIR / "js" / "docs" / "ImagicAutoEta" / "en.md").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------------------
