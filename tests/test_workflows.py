@@ -222,4 +222,5 @@ def test_reuse_runs_on_a_finetune_saved_by_imagic_edit(workflow_server, object_i
     assert_success(result)
     assert saved_images(workflow_server, result)
     shown = sorted(text for out in result["outputs"].values() for text in out.get("text", []))
-    assert shown == ["0.8", "a photo of a sitting dog"]  # the Preview Any nodes: stored eta and text
+    (text,) = [n["widgets_values"][0] for n in edit["nodes"] if n.get("title") == "Target text (e_tgt)"]
+    assert shown == ["0.8", text]  # the Preview Any nodes: stored eta and text
