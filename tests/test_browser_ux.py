@@ -278,30 +278,34 @@ SCREEN_JS = """async () => {
     await new Promise(done => setTimeout(done, 100));
   const m = document.querySelector(".minimap-main-container")?.getBoundingClientRect();
   const screen = ([x, y]) => [(x + ds.offset[0]) * ds.scale + r.left, (y + ds.offset[1]) * ds.scale + r.top];
-  const savers = app.graph.nodes.filter(n => n.type === "SaveImage").map(n => ({title: n.title || n.type,
+  const active = app.graph.nodes.filter(n => n.type === "SaveImage" && n.mode === 0);
+  const savers = active.map(n => ({title: n.title || n.type,
     box: [...screen([n.pos[0], n.pos[1] - T]), ...screen([n.pos[0] + n.size[0], n.pos[1] + n.size[1]])]}));
   return {savers, minimap: m ? [m.left, m.top, m.right, m.bottom] : null, view: [innerWidth, innerHeight]};
 }"""
-SCREENS = [{"width": 1920, "height": 970}]  # a full HD screen less the browser's bars
+SCREEN = {"width": 1920, "height": 970}  # a full HD screen less the browser's bars
+# imagic_eta_grid is wider than a full HD screen at the stored zoom (its grid and picture on the right): not yet.
+ON_SCREEN = ("imagic_demo_shapes", "imagic_edit", "imagic_edit_sdxl", "imagic_edit_sd3", "imagic_edit_flux",
+             "imagic_reuse_finetune", "baseline_sdedit", "baseline_instructpix2pix")
 
 
-@pytest.mark.parametrize("screen", SCREENS, ids=[f"{s['width']}x{s['height']}" for s in SCREENS])
-def test_demo_pictures_open_on_screen_clear_of_the_minimap(frontend, screen):
-    """The shapes demo as it opens on a user's screen, with the frontend's minimap on (its default): every
-    picture it saves (the edit, input | edit) is inside the window and not under the minimap in the
-    bottom-right corner (issue 24: input | edit opened off-screen, under the minimap)."""
+@pytest.mark.parametrize("name", ON_SCREEN)
+def test_saved_pictures_open_on_screen_clear_of_the_minimap(frontend, name):
+    """A template as it opens on a full HD screen, with the frontend's minimap on (its default): every picture
+    it saves (the muted optional ones aside) is inside the window and not under the minimap in the
+    bottom-right corner (issue 24: the demo's input | edit opened there, off-screen under the minimap)."""
     close_dialogs(frontend)
     page = frontend.page
     before = page.viewport_size
-    page.set_viewport_size(screen)
+    page.set_viewport_size(SCREEN)
     frontend.evaluate("""() => app.extensionManager.setting.set("Comfy.Minimap.Visible", true)""")
     try:
-        assert frontend.load(load("imagic_demo_shapes"))["missing"] == []
+        assert frontend.load(load(name))["missing"] == []
         shown = frontend.evaluate(SCREEN_JS)
     finally:
         frontend.evaluate("""() => app.extensionManager.setting.set("Comfy.Minimap.Visible", false)""")
         page.set_viewport_size(before)
-    assert shown["minimap"], "no minimap drawn"
+    assert shown["minimap"] and shown["savers"], shown
     width, height = shown["view"]
     for saver in shown["savers"]:
         box = saver["box"]
