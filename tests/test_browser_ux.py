@@ -284,9 +284,8 @@ SCREEN_JS = """async () => {
   return {savers, minimap: m ? [m.left, m.top, m.right, m.bottom] : null, view: [innerWidth, innerHeight]};
 }"""
 SCREEN = {"width": 1920, "height": 970}  # a full HD screen less the browser's bars
-# imagic_eta_grid is wider than a full HD screen at the stored zoom (its grid and picture on the right): not yet.
 ON_SCREEN = ("imagic_demo_shapes", "imagic_edit", "imagic_edit_sdxl", "imagic_edit_sd3", "imagic_edit_flux",
-             "imagic_reuse_finetune", "baseline_sdedit", "baseline_instructpix2pix")
+             "imagic_reuse_finetune", "imagic_eta_grid", "baseline_sdedit", "baseline_instructpix2pix")
 
 
 @pytest.mark.parametrize("name", ON_SCREEN)
