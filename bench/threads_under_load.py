@@ -8,6 +8,9 @@ Runs the shapes demo's two training nodes (Imagic Optimize Embedding, then Imagi
 ``--busy`` processes that spin (``while 1: pass``) for the time of those runs. "default" trains at torch's own
 thread count (one per core), "chosen" lets the nodes pick (``core.threads.training_threads``). The rows
 alternate within each round. Prints seconds per run, and the thread count chosen.
+
+``--sample``: also ComfyUI's own KSampler (the demo's 20 euler steps, cfg 2, on the same model), which the
+pack does not set threads for, at torch's count and at one thread.
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=40, help="steps of each training node (default 40)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--busy", type=int, default=2, help="spinning processes for the loaded rows (default 2)")
+    p.add_argument("--sample", action="store_true", help="also time ComfyUI's KSampler at torch's count and at 1")
     args = p.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "cli"))
@@ -89,8 +93,26 @@ def main(argv=None) -> int:
             b_node.execute(model=model, conditioning=e_opt, latent=latent, steps=args.steps, seed=0, **b)
         return time.perf_counter() - start
 
+    def sample(threads_: int) -> float:
+        import nodes as comfy_nodes
+
+        sampling = pack("nodes.shapes_checkpoint").SAMPLING
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads_)
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                comfy_nodes.common_ksampler(model, 0, sampling["steps"], sampling["cfg"], sampling["sampler_name"],
+                                            sampling["scheduler"], cond, cond, {"samples": torch.zeros_like(
+                                                latent["samples"])})
+        finally:
+            torch.set_num_threads(before)
+        return time.perf_counter() - start
+
     default = torch.get_num_threads()
     rows = {(load, how): [] for load in ("idle", "loaded") for how in ("default", "chosen")}
+    if args.sample:
+        rows.update({(load, f"KSampler {n}"): [] for load in ("idle", "loaded") for n in (default, 1)})
     train(choice)  # warm-up (first-call costs), not counted
     chosen.clear()
     for _ in range(args.rounds):
@@ -102,6 +124,11 @@ def main(argv=None) -> int:
                     picked = chosen[before] if len(chosen) > before else default
                     rows[(load, how)].append((seconds, picked))
                     print(f"{load:6} {how:7} threads {picked}: {seconds:.1f} s", flush=True)
+                if args.sample:
+                    for n in (default, 1):
+                        seconds = sample(n)
+                        rows[(load, f"KSampler {n}")].append((seconds, n))
+                        print(f"{load:6} KSampler threads {n}: {seconds:.1f} s", flush=True)
     threads.training_threads = real_choice
 
     print(f"\n{cpu_name()}, {threads.usable_cpus()} usable CPUs, torch {torch.__version__} "
