@@ -112,7 +112,8 @@ def main(argv=None) -> int:
     default = torch.get_num_threads()
     rows = {(load, how): [] for load in ("idle", "loaded") for how in ("default", "chosen")}
     if args.sample:
-        rows.update({(load, f"KSampler {n}"): [] for load in ("idle", "loaded") for n in (default, 1)})
+        counts = sorted({default, 1}, reverse=True)
+        rows.update({(load, f"KSampler {n}"): [] for load in ("idle", "loaded") for n in counts})
     train(choice)  # warm-up (first-call costs), not counted
     chosen.clear()
     for _ in range(args.rounds):
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
                     rows[(load, how)].append((seconds, picked))
                     print(f"{load:6} {how:7} threads {picked}: {seconds:.1f} s", flush=True)
                 if args.sample:
-                    for n in (default, 1):
+                    for n in counts:
                         seconds = sample(n)
                         rows[(load, f"KSampler {n}")].append((seconds, n))
                         print(f"{load:6} KSampler threads {n}: {seconds:.1f} s", flush=True)
