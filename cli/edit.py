@@ -86,9 +86,6 @@ LOADERS = {
 }
 MASKABLE = ("sd15", "sd2")  # the families imagic_edit_masked (built from the SD 1.5 imagic_edit) is for
 DEMO = SETTINGS  # the shapes model's measured recipe (demo/shapes_demo.py)
-# Small models' tensors are too small to share among threads: on a 2-core machine the tiny model's demo took
-# 34-70 s with one torch thread and 299-401 s with two (README, "Run it: headless edit").
-DEMO_THREADS = 1
 SAVER = "ImagicSaveFinetune"
 AUTO = "auto"
 ETA_RANGE = (-10.0, 10.0)  # Imagic Interpolate Conditioning's eta range
@@ -165,8 +162,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--workflow", type=Path,
                      help="an edited copy of one of the edit workflows, run instead of the one the model picks")
     run.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
-    run.add_argument("--threads", type=int, help=f"torch CPU threads (default: {DEMO_THREADS} for --demo, the "
-                                                 "fastest measured for the tiny model; else torch's own default)")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: one per CPU that other work leaves "
+                                                 "free, as the training nodes choose; OMP_NUM_THREADS if set)")
     run.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log")
     return p.parse_args(argv)
 
@@ -477,11 +474,16 @@ def demo_pictures(job: Job, edits: dict, out: Path) -> list[Path]:
 
 
 def set_threads(args) -> int:
-    """torch's CPU thread count for this run: --threads, else DEMO_THREADS for --demo (unless OMP_NUM_THREADS
-    says otherwise), else torch's default. Returns the count in use."""
+    """torch's CPU thread count for this run: --threads, else OMP_NUM_THREADS if set, else one per CPU that
+    other work leaves free (``core.threads``: what the training nodes choose in the server too; on a busy
+    machine torch's one thread per core collapses). Returns the count in use."""
     import torch
 
-    threads = args.threads or (DEMO_THREADS if args.demo and "OMP_NUM_THREADS" not in os.environ else None)
+    from ..core.threads import training_threads
+
+    threads = args.threads
+    if threads is None and "OMP_NUM_THREADS" not in os.environ:
+        threads = training_threads()
     if threads is not None:
         if threads < 1:
             raise InputError(f"--threads must be 1 or more, not {threads}")

@@ -12,6 +12,7 @@ import comfy.model_management
 from ..core.checkpointing import checkpoint_blocks
 from ..core.diffusion import NoiseDraws, mean_loss
 from ..core.precision import Precision
+from ..core.threads import cpu_threads
 from ..core.training import NonFiniteLoss, adam_loop
 from .comfy_model import ComfyDenoiser, clean_latent, private_model, release_device_memory
 from .conditioning_io import model_entries
@@ -96,7 +97,8 @@ class TrainingSetup:
             release_device_memory(self.device)
         progress = TrainingProgress(title, settings.steps)
         try:
-            return adam_loop(params, loss_fn, settings.steps, settings.learning_rate, progress)
+            with cpu_threads(self.device):  # on a CPU: a thread count the other work on it leaves room for
+                return adam_loop(params, loss_fn, settings.steps, settings.learning_rate, progress)
         except NonFiniteLoss as e:
             raise fail(node_id, f"training diverged: the {e}",
                        "lower learning_rate, or load the model in fp32/bf16 (fp16 overflows)") from e

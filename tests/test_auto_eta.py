@@ -168,7 +168,7 @@ def test_schema_has_tooltips_and_a_help_page(comfy):
     schema = comfy.nodes.NODE_CLASS_MAPPINGS["ImagicAutoEta"].GET_SCHEMA()
     assert schema.category == "Imagic" and schema.description
     assert all(i.tooltip for i in schema.inputs) and all(o.tooltip for o in schema.outputs)
-    assert (sub("cli.comfy_host").PACK_DIR / "js" / "docs" / "ImagicAutoEta.md").is_file()
+    assert (sub("cli.comfy_host").PACK_DIR / "js" / "docs" / "ImagicAutoEta" / "en.md").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,8 +241,7 @@ def test_each_rule_carries_its_help_the_node_and_its_page_show():
     """One registry of rules (core/auto_eta.RULES): a rule's help is its docstring's first line; the node's
     tooltip is built from it and the help page describes every rule (a new rule without a docstring or a
     line on the page fails here)."""
-    docs = ROOT / "js" / "docs"
-    page = next(p for p in (docs / "ImagicAutoEta" / "en.md", docs / "ImagicAutoEta.md") if p.is_file()).read_text()
+    page = (ROOT / "js" / "docs" / "ImagicAutoEta" / "en.md").read_text("utf-8")
     for name in auto.RULES:
         assert len(auto.rule_help(name)) > 20, name
         assert f"**{name}**" in page, name

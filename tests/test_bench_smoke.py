@@ -54,3 +54,18 @@ def test_edit_quality_benchmark_runs_and_summarises_its_own_outputs_alike(tmp_pa
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "again" / "table.md").read_text() == table
 
+
+def test_threads_under_load_benchmark_runs_every_row():
+    """bench/threads_under_load.py with 2 steps per node, one round, no spinning process and one thread (two
+    collapse on this busy machine, which is the bench's point but not this test's): every row printed (the
+    training nodes at torch's count and at their choice, the KSampler at each count)."""
+    if HOST is None:
+        pytest.skip(NO_HOST)
+    cmd = [sys.executable, str(ROOT / "cli" / "bench.py"), "threads_under_load", "--steps", "2", "--rounds", "1",
+           "--busy", "0", "--sample"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, COMFYUI_PATH=str(HOST), OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| idle |", "| loaded |"))]
+    assert len(rows) == 6, proc.stdout  # torch's count is 1 here: one KSampler row per load
+    assert "usable CPUs" in proc.stdout

@@ -123,11 +123,45 @@ def test_a_late_failure_counts_for_the_phase_that_issued_the_request(frontend):
 def test_help_pages_are_served_where_the_frontend_looks(frontend, workflow_server):
     info = workflow_server.get("/object_info")
     for node_id in HELP_PAGES:
-        # the frontend's rule: custom_nodes.<pack> -> /extensions/<pack>/docs/<NodeId>.md
+        # the frontend's rule: custom_nodes.<pack> -> /extensions/<pack>/docs/<NodeId>/<locale>.md, and where
+        # that fails (any locale but English) /extensions/<pack>/docs/<NodeId>.md; both give the one page
         pack = info[node_id]["python_module"].split(".")[1]
-        text = frontend.evaluate("async (url) => { const r = await fetch(url); return r.ok ? r.text() : null; }",
-                                 f"/extensions/{pack}/docs/{node_id}.md")
-        assert text and text.startswith("# ") and info[node_id]["display_name"] in text, node_id
+        for path in (f"{node_id}/en.md", f"{node_id}.md"):
+            text = frontend.evaluate(
+                "async (url) => { const r = await fetch(url); return r.ok ? r.text() : null; }",
+                f"/extensions/{pack}/docs/{path}")
+            assert text and text.startswith("# ") and info[node_id]["display_name"] in text, path
+            assert text == (ROOT / "js" / "docs" / node_id / "en.md").read_text(encoding="utf-8"), path
+    missing = frontend.evaluate("async (url) => (await fetch(url)).status",
+                                f"/extensions/{pack}/docs/ImagicNoSuchNode.md")
+    assert missing == 404
+
+
+SELECT_JS = """(type) => {
+  const node = app.graph.nodes.find(n => n.type === type);
+  app.canvas.deselectAll();
+  app.canvas.selectNode(node);
+  app.canvas.setDirty(true, true);
+}"""
+
+
+def test_node_info_opens_the_help_page_from_the_first_request(frontend):
+    """A node selected on the canvas, its Info button (the selection toolbox): the help panel shows the page,
+    and the frontend's first request for it (/extensions/<pack>/docs/<NodeId>/en.md) answers: no 404 first
+    (issue 24: the page used to come from the fallback request only)."""
+    node_id = "ImagicOptimizeEmbedding"
+    frontend.load(load("imagic_demo_shapes"))
+    docs = []
+    frontend.page.on("request", lambda request: "/docs/" in request.url and docs.append(request.url))
+    frontend.begin_phase()
+    frontend.evaluate(SELECT_JS, node_id)
+    frontend.page.get_by_test_id("info-button").click()
+    title = (ROOT / "js" / "docs" / node_id / "en.md").read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+    frontend.page.locator("h1", has_text=title).first.wait_for(timeout=60_000)  # the page's own heading
+    frontend.settle()
+    assert docs and docs[0].endswith(f"/docs/{node_id}/en.md"), docs
+    assert len(docs) == 1, docs
+    assert not frontend.errors, frontend.errors
 
 
 def wait_idle(server, timeout_s: float = 300) -> None:

@@ -268,3 +268,45 @@ def test_demo_template_before_and_after_a_run_as_shipped(frontend, workflow_serv
     pair = tmp_path / "imagic_demo_shapes_input_edit.png"
     frontend.screenshot(pair, node_ids=[grid_saver(frontend)])
     publish(pair, DOCS_SCREENSHOTS, width=900)
+
+
+# On screen as the template opens (the view stored in the workflow): the saved pictures' node boxes and the
+# minimap's, in page pixels.
+SCREEN_JS = """async () => {
+  const c = app.canvas, ds = c.ds, r = c.canvas.getBoundingClientRect(), T = LiteGraph.NODE_TITLE_HEIGHT;
+  for (let i = 0; i < 50 && !document.querySelector(".minimap-main-container"); i++)
+    await new Promise(done => setTimeout(done, 100));
+  const m = document.querySelector(".minimap-main-container")?.getBoundingClientRect();
+  const screen = ([x, y]) => [(x + ds.offset[0]) * ds.scale + r.left, (y + ds.offset[1]) * ds.scale + r.top];
+  const active = app.graph.nodes.filter(n => n.type === "SaveImage" && n.mode === 0);
+  const savers = active.map(n => ({title: n.title || n.type,
+    box: [...screen([n.pos[0], n.pos[1] - T]), ...screen([n.pos[0] + n.size[0], n.pos[1] + n.size[1]])]}));
+  return {savers, minimap: m ? [m.left, m.top, m.right, m.bottom] : null, view: [innerWidth, innerHeight]};
+}"""
+SCREEN = {"width": 1920, "height": 970}  # a full HD screen less the browser's bars
+ON_SCREEN = ("imagic_demo_shapes", "imagic_edit", "imagic_edit_sdxl", "imagic_edit_sd3", "imagic_edit_flux",
+             "imagic_reuse_finetune", "imagic_eta_grid", "baseline_sdedit", "baseline_instructpix2pix")
+
+
+@pytest.mark.parametrize("name", ON_SCREEN)
+def test_saved_pictures_open_on_screen_clear_of_the_minimap(frontend, name):
+    """A template as it opens on a full HD screen, with the frontend's minimap on (its default): every picture
+    it saves (the muted optional ones aside) is inside the window and not under the minimap in the
+    bottom-right corner (issue 24: the demo's input | edit opened there, off-screen under the minimap)."""
+    close_dialogs(frontend)
+    page = frontend.page
+    before = page.viewport_size
+    page.set_viewport_size(SCREEN)
+    frontend.evaluate("""() => app.extensionManager.setting.set("Comfy.Minimap.Visible", true)""")
+    try:
+        assert frontend.load(load(name))["missing"] == []
+        shown = frontend.evaluate(SCREEN_JS)
+    finally:
+        frontend.evaluate("""() => app.extensionManager.setting.set("Comfy.Minimap.Visible", false)""")
+        page.set_viewport_size(before)
+    assert shown["minimap"] and shown["savers"], shown
+    width, height = shown["view"]
+    for saver in shown["savers"]:
+        box = saver["box"]
+        assert 0 <= box[0] and 0 <= box[1] and box[2] <= width and box[3] <= height, (saver, shown["view"])
+        assert not overlap(box, shown["minimap"]), (saver, shown["minimap"])

@@ -131,20 +131,25 @@ def test_bad_input_gives_one_clear_line_and_writes_nothing(tmp_path, case):
     assert not out.exists()
 
 
-def test_demo_runs_with_the_thread_count_measured_fastest(monkeypatch):
-    """--demo: one torch thread unless --threads or OMP_NUM_THREADS say otherwise (README: the measurement)."""
+def test_thread_count_is_the_training_nodes_choice_unless_the_user_sets_one(monkeypatch):
+    """One thread per CPU that other work leaves free (core.threads, as the training nodes choose; torch's one
+    per core collapsed on a busy CPU: bench/threads_under_load.py), unless --threads or OMP_NUM_THREADS say."""
     import torch
 
     edit = sub("cli.edit")
+    threads = sub("core.threads")
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "busy_cpus", lambda cpus, seconds=0: float(cpus))  # every CPU taken
     try:
         torch.set_num_threads(2)
-        assert edit.set_threads(edit.parse_args(["--demo"])) == edit.DEMO_THREADS == 1
+        assert edit.set_threads(edit.parse_args(["--demo"])) == 1
+        assert edit.set_threads(edit.parse_args(["--image", "x.png"])) == 1
         assert edit.set_threads(edit.parse_args(["--demo", "--threads", "2"])) == 2
+        with pytest.raises(sub("cli.edit_inputs").InputError):
+            edit.set_threads(edit.parse_args(["--demo", "--threads", "0"]))
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         assert edit.set_threads(edit.parse_args(["--demo"])) == 2  # the user's setting stays
-        assert edit.set_threads(edit.parse_args(["--image", "x.png"])) == 2  # not the demo: torch's default
     finally:
         torch.set_num_threads(before)
 

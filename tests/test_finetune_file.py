@@ -426,7 +426,7 @@ def test_nodes_have_tooltips_and_help_pages(comfy):
         assert schema.category == "Imagic" and schema.description
         assert all(i.tooltip for i in schema.inputs), node_id
         assert all(o.tooltip for o in schema.outputs), node_id
-        assert (root / "js" / "docs" / f"{node_id}.md").is_file()
+        assert (root / "js" / "docs" / node_id / "en.md").is_file()
 
 
 # Last: it clears the executor's caches, which the tests above rely on to skip retraining.

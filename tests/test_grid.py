@@ -104,4 +104,4 @@ def test_node_refuses_labels_that_do_not_match_the_tiles(comfy):
 def test_schema_has_tooltips_and_a_help_page(comfy):
     schema = sub("nodes.labelled_grid").ImagicLabelledGrid.define_schema()
     assert schema.description and all(i.tooltip for i in schema.inputs) and all(o.tooltip for o in schema.outputs)
-    assert (ROOT / "js" / "docs" / "ImagicLabelledGrid.md").is_file()
+    assert (ROOT / "js" / "docs" / "ImagicLabelledGrid" / "en.md").is_file()

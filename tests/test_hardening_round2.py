@@ -111,7 +111,7 @@ def test_the_grid_says_its_font_draws_latin_letters_only():
     schema = sub("nodes.labelled_grid").ImagicLabelledGrid.define_schema()
     (labels,) = [i for i in schema.inputs if i.id == "labels"]
     assert "Latin letters only" in labels.tooltip and "emoji" in labels.tooltip
-    assert "Latin letters only" in (ROOT / "js" / "docs" / "ImagicLabelledGrid.md").read_text()
+    assert "Latin letters only" in (ROOT / "js" / "docs" / "ImagicLabelledGrid" / "en.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -115,6 +115,19 @@ def assert_success(result: dict) -> None:
     assert result["status"]["status_str"] == "success", errors[:1]
 
 
+def test_every_shipped_workflow_is_listed_where_a_user_reads_about_them():
+    """README's Workflows section and docs/workflows.md name every workflows/*.json (listed, not counted: a
+    count went stale once) and NAMES, which the other tests load, is every file."""
+    shipped = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    assert shipped == sorted(NAMES)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Workflows\n", 1)[1].split("\n## ", 1)[0]
+    guide = (ROOT / "docs" / "workflows.md").read_text(encoding="utf-8")
+    for name in shipped:
+        assert f"`{name}`" in section, f"README's Workflows section does not list {name}"
+        assert name in guide, f"docs/workflows.md does not list {name}"
+
+
 @host
 def test_workflows_are_served_as_templates(workflow_server):
     templates = workflow_server.get("/api/workflow_templates")
@@ -223,4 +236,5 @@ def test_reuse_runs_on_a_finetune_saved_by_imagic_edit(workflow_server, object_i
     assert_success(result)
     assert saved_images(workflow_server, result)
     shown = sorted(text for out in result["outputs"].values() for text in out.get("text", []))
-    assert shown == ["0.8", "a photo of a sitting dog"]  # the Preview Any nodes: stored eta and text
+    (text,) = [n["widgets_values"][0] for n in edit["nodes"] if n.get("title") == "Target text (e_tgt)"]
+    assert shown == ["0.8", text]  # the Preview Any nodes: stored eta and text
