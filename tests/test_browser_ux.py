@@ -284,8 +284,9 @@ SCREEN_JS = """async () => {
   return {savers, minimap: m ? [m.left, m.top, m.right, m.bottom] : null, view: [innerWidth, innerHeight]};
 }"""
 SCREEN = {"width": 1920, "height": 970}  # a full HD screen less the browser's bars
-ON_SCREEN = ("imagic_demo_shapes", "imagic_edit", "imagic_edit_sdxl", "imagic_edit_sd3", "imagic_edit_flux",
-             "imagic_reuse_finetune", "imagic_eta_grid", "baseline_sdedit", "baseline_instructpix2pix")
+ON_SCREEN = ("imagic_demo_shapes", "imagic_edit", "imagic_edit_masked", "imagic_edit_sdxl", "imagic_edit_sd3",
+             "imagic_edit_flux", "imagic_reuse_finetune", "imagic_eta_grid", "baseline_sdedit",
+             "baseline_instructpix2pix")
 
 
 @pytest.mark.parametrize("name", ON_SCREEN)
