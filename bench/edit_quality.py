@@ -75,7 +75,7 @@ def imagic(name: str, **params) -> Row:
     low_memory off: on this CPU its checkpointing (with the bf16 autocast CPUs used before issue 18) made this
     small model's steps ~3.5x slower (A 0.33 vs 0.09 s/step, B lora 0.62 vs 0.15)."""
     base = {"embed_steps": 100, "embed_lr": 5e-3, "tune_steps": 150, "tune_lr": 1e-3, "method": "lora", "rank": 8,
-            "low_memory": False}
+            "low_memory": False, "early_stop": False}
     return Row(name, "imagic", {**base, **params})
 
 
@@ -90,6 +90,9 @@ ROWS = {
     "imagic_full_weak": imagic("Imagic full (A 100, B 150 @3e-5)", method="full", tune_lr=3e-5),
     "defaults": Row("node defaults", "imagic", {"node_defaults": True}),  # core/defaults.py: row() reads them
     "paper": Row("paper steps, the former node defaults", "imagic", {"node_defaults": True, "paper_steps": True}),
+    # the node defaults with early stopping on / off whatever core/defaults.py says (issue 21)
+    "early_stop": Row("node defaults, early stop on", "imagic", {"node_defaults": True, "early_stop": True}),
+    "no_early_stop": Row("node defaults, early stop off", "imagic", {"node_defaults": True, "early_stop": False}),
     "community": imagic("community recipe (A 500 @1e-3, B full 1000 @2e-6, eta 1.2)", embed_steps=500,
                         embed_lr=1e-3, tune_steps=1000, tune_lr=2e-6, method="full", etas=[1.2]),
     "sdedit": Row("SDEdit", "sdedit", {"denoise": [0.4, 0.6, 0.8]}),
@@ -109,8 +112,11 @@ def row(key: str, pack) -> Row:
     paper = found.params.get("paper_steps")
     a, b = (d.PAPER["embed_steps"], d.PAPER["tune_steps"]) if paper else (d.EMBED_STEPS, d.TUNE_STEPS)
     lr = d.LEARNING_RATE[d.TUNE_METHOD]
-    return imagic(f"{found.name} (A {a} @{d.EMBED_LEARNING_RATE:g}, B {d.TUNE_METHOD} {b} @{lr:g})", embed_steps=a,
-                  embed_lr=d.EMBED_LEARNING_RATE, tune_steps=b, tune_lr=lr, method=d.TUNE_METHOD, rank=d.LORA_RANK)
+    early = found.params.get("early_stop", d.EARLY_STOP)
+    stop = f", early stop every {d.EARLY_STOP_EVERY}" if early else ""
+    return imagic(f"{found.name} (A {a} @{d.EMBED_LEARNING_RATE:g}, B {d.TUNE_METHOD} {b} @{lr:g}{stop})",
+                  embed_steps=a, embed_lr=d.EMBED_LEARNING_RATE, tune_steps=b, tune_lr=lr, method=d.TUNE_METHOD,
+                  rank=d.LORA_RANK, early_stop=early)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -262,15 +268,17 @@ def imagic_training(prompt: dict, p: dict, seed: int) -> None:
     prompt["5"] = {"class_type": "ImagicOptimizeEmbedding",
                    "inputs": {"model": ["1", 0], "conditioning": ["2", 0], "latent": ["4", 0],
                               "steps": p["embed_steps"], "learning_rate": p["embed_lr"], "seed": seed,
-                              "low_memory": p["low_memory"]}}
+                              "low_memory": p["low_memory"], "early_stop": p["early_stop"]}}
     prompt["6"] = {"class_type": "ImagicFinetuneUNet",
                    "inputs": {"model": ["1", 0], "conditioning": ["5", 0], "latent": ["4", 0],
                               "steps": p["tune_steps"], "learning_rate": p["tune_lr"], "method": p["method"],
-                              "lora_rank": p["rank"], "seed": seed, "low_memory": p["low_memory"]}}
+                              "lora_rank": p["rank"], "seed": seed, "low_memory": p["low_memory"],
+                              "early_stop": p["early_stop"]}}
 
 
-def run_imagic(runner: Runner, args, row: Row, image: str, text: str, seed: int, pack) -> tuple[dict, float, dict]:
-    """Images per eta, seconds for the edit (training + one sampling), and Imagic Auto Eta's scores of them."""
+def run_imagic(runner: Runner, args, row: Row, image: str, text: str, seed: int, pack) -> tuple:
+    """Images per eta, seconds for the edit (training + one sampling), Imagic Auto Eta's scores of them, and the
+    steps that trained A and B."""
     p = dict(row.params)
     if args.quick:
         p.update(QUICK)
@@ -286,6 +294,9 @@ def run_imagic(runner: Runner, args, row: Row, image: str, text: str, seed: int,
         prompt["10"] = preview("9")
         took = runner.run(prompt)
         seconds = took if k == 0 else seconds  # the first eta ran the training
+        if k == 0:  # the steps that trained A and B (fewer than their steps when early stopping ended them)
+            trained = pack("nodes.training_run").steps_trained
+            steps_trained = {"embed": trained(runner.output("5")), "tune": trained(runner.output("6", 1))}
         images[eta] = runner.output("9")
         latents.append(runner.output("8")["samples"])
     scores = None
@@ -295,7 +306,7 @@ def run_imagic(runner: Runner, args, row: Row, image: str, text: str, seed: int,
         scored = pack("nodes.auto_eta").score(runner.output("1"), runner.output("4"), latents, etas,
                                               runner.output("2"), runner.output("5"), seed, args.score_draws)
         scores = {"seconds": time.perf_counter() - start, "scores": scored}
-    return images, seconds, scores
+    return images, seconds, scores, steps_trained
 
 
 def run_baseline(runner: Runner, args, row: Row, image: str, text: str, seed: int) -> tuple[dict, dict]:
@@ -378,15 +389,16 @@ def outputs_of(row: Row, runner: Runner, args, image: str, text: str, seed: int,
             yield (f"{row.name} {setting:g}" if row.kind == "sdedit" else row.name), im, seconds[setting], {}
         return
     auto = pack("core.auto_eta")
-    images, seconds, scores = run_imagic(runner, args, row, image, text, seed, pack)
+    images, seconds, scores, trained = run_imagic(runner, args, row, image, text, seed, pack)
     for eta, im in images.items():
-        yield f"{row.name}, eta {eta:g}", im, seconds, {}
+        yield f"{row.name}, eta {eta:g}", im, seconds, {"steps_trained": trained}
     if scores is not None:
         scored = scores["scores"]
         extra = {"scores": [s.as_dict() for s in scored]}
         for rule in auto.RULES:
             eta = scored[auto.choose(scored, rule)].eta
-            yield f"{row.name}, auto ({rule})", images[eta], seconds + scores["seconds"], {"chosen_eta": eta, **extra}
+            yield (f"{row.name}, auto ({rule})", images[eta], seconds + scores["seconds"],
+                   {"chosen_eta": eta, "steps_trained": trained, **extra})
 
 
 def auc(positives: list[float], negatives: list[float]) -> float:

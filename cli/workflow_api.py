@@ -156,6 +156,11 @@ def _widget_inputs(node: dict, info: dict) -> dict:
         return dict(values)
     values = values or []
     slots = widget_slots(info)
+    optional = set(info.get("input", {}).get("optional") or {})
+    if len(values) < len(slots) and all(s in optional for s in slots[len(values):] if s is not None):
+        # saved before the node grew optional widgets at its end (e.g. early_stop): they take their defaults, as
+        # when the graph editor loads the workflow
+        slots = slots[:len(values)]
     if len(values) != len(slots):
         expected = [s or "(control)" for s in slots]
         raise WorkflowError(f"node {node['id']} ({node['type']}) has {len(values)} widget values but its definition "

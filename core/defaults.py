@@ -18,6 +18,18 @@ LEARNING_RATE = {"lora": 1e-4, "full": 5e-7}  # per method; full: the paper's
 LORA_RANK = 8
 METHOD_DEFAULT = 0.0  # a learning rate of 0 means the method's default (LEARNING_RATE)
 
+# Both training nodes: stop when converged (core.training.EarlyStop). Every EARLY_STOP_EVERY steps the loss on
+# EARLY_STOP_DRAWS fixed held-out noise/timestep draws (seed HELDOUT_SEED, never the training draws) is computed;
+# training stops once the best of the last EARLY_STOP_PATIENCE checks is not EARLY_STOP_MARGIN (relative) below the
+# best before them, never before EARLY_STOP_MIN_CHECKS checks; ``steps`` stays the upper bound.
+EARLY_STOP = False
+EARLY_STOP_EVERY = 25
+EARLY_STOP_PATIENCE = 2
+EARLY_STOP_MARGIN = 0.1
+EARLY_STOP_MIN_CHECKS = 3
+EARLY_STOP_DRAWS = 8
+HELDOUT_SEED = 1234  # the held-out draws of early stopping and of the tests' and benchmarks' reconstruction loss
+
 # Step C, Imagic Interpolate Conditioning (and the eta a saved fine-tune suggests)
 ETA = 0.8
 

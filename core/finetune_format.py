@@ -288,6 +288,8 @@ TRAINING_FIELDS = {
     "embedding_steps": int, "embedding_learning_rate": float, "embedding_seed": int,
     "finetune_steps": int, "finetune_learning_rate": float, "finetune_seed": int,
     "lora_rank": int, "svd_rank": int,
+    # the steps that actually trained (fewer than *_steps when early stopping found the loss converged)
+    "embedding_steps_trained": int, "finetune_steps_trained": int,
 }
 
 

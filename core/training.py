@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from . import defaults
+
 
 class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or infinite; carries the step so the node can say where."""
@@ -14,6 +16,42 @@ class NonFiniteLoss(FloatingPointError):
         super().__init__(f"loss became {value} at step {step + 1}")
         self.step = step
         self.value = value
+
+
+class EarlyStop:
+    """Stop when converged: every ``every`` steps, ``heldout()`` (the loss on fixed held-out draws, computed under
+    ``torch.no_grad``) is checked; training stops once the best value of the last ``patience`` checks (the window)
+    is not below ``(1 - margin)`` x the best value before them, never before ``min_checks`` checks. ``checks``
+    holds (step, value) of every check, ``stopped_at`` the step count it stopped after (None: it did not stop).
+    A non-finite value counts as no improvement."""
+
+    def __init__(self, heldout: Callable[[], float | torch.Tensor], every: int = defaults.EARLY_STOP_EVERY,
+                 patience: int = defaults.EARLY_STOP_PATIENCE, margin: float = defaults.EARLY_STOP_MARGIN,
+                 min_checks: int = defaults.EARLY_STOP_MIN_CHECKS):
+        if every < 1 or patience < 1 or min_checks < 1:
+            raise ValueError(f"every, patience and min_checks must be at least 1, got {every}, {patience}, "
+                             f"{min_checks}")
+        if not 0 <= margin < 1:
+            raise ValueError(f"margin must be in [0, 1), got {margin}")
+        self.heldout = heldout
+        self.every, self.patience, self.margin, self.min_checks = every, patience, margin, min_checks
+        self.checks: list[tuple[int, float]] = []
+        self.stopped_at: int | None = None
+
+    def __call__(self, done: int) -> bool:
+        """After ``done`` training steps: whether to stop now."""
+        if done % self.every:
+            return False
+        with torch.no_grad():
+            value = float(self.heldout())
+        self.checks.append((done, value if math.isfinite(value) else math.inf))
+        values = [v for _, v in self.checks]
+        if len(values) < max(self.min_checks, self.patience + 1):
+            return False
+        if min(values[-self.patience:]) < min(values[:-self.patience]) * (1 - self.margin):
+            return False
+        self.stopped_at = done
+        return True
 
 
 def adam(params: list[torch.Tensor], learning_rate: float) -> torch.optim.Adam:
@@ -26,8 +64,10 @@ def adam(params: list[torch.Tensor], learning_rate: float) -> torch.optim.Adam:
 
 
 def adam_loop(params: Iterable[torch.Tensor], loss_fn: Callable[[int], torch.Tensor], steps: int,
-              learning_rate: float, on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Minimise ``loss_fn(step)`` over ``params`` with Adam for ``steps`` steps; returns the losses.
+              learning_rate: float, on_step: Callable[[int, float], None] | None = None,
+              early_stop: EarlyStop | None = None) -> list[float]:
+    """Minimise ``loss_fn(step)`` over ``params`` with Adam for ``steps`` steps, or until ``early_stop`` says
+    the held-out loss has converged; returns the losses (one per step taken).
 
     The loss is read back once per step (for the progress display and the NaN check), the loop's only
     host-device synchronisation; ``on_step`` may raise to stop the loop (ComfyUI's Cancel does), and
@@ -53,4 +93,6 @@ def adam_loop(params: Iterable[torch.Tensor], loss_fn: Callable[[int], torch.Ten
         losses.append(value)
         if on_step is not None:
             on_step(step, value)
+        if early_stop is not None and step + 1 < steps and early_stop(step + 1):
+            break
     return losses

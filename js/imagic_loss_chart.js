@@ -3,7 +3,9 @@
 // The nodes send "imagic.loss" {node, title, step, steps, loss, eta_s} after every training step (see
 // nodes/progress.py). Each message is added to the node's chart; the chart stays on the node after the
 // run, until the node trains again. The state is kept on the node as `node.imagicLoss`
-// ({title, step, steps, loss, eta_s, elapsed_s, points, stopped, cached}) and is never saved in the workflow.
+// ({title, step, steps, loss, eta_s, elapsed_s, points, stopped, converged_at, cached}) and is never saved in the
+// workflow. With early stopping on, training may end before `steps`: the ui output's `stopped_at` says where, and
+// the chart marks it ("converged, stopped at step N of M" and a line at that step).
 // A node ComfyUI takes from its cache (Run again, a workflow opened in a new tab) shows the curve it trained
 // with, marked "cached": its ui output, kept by ComfyUI with the cached result, read from the run's history.
 import { app } from "../../scripts/app.js";
@@ -115,12 +117,19 @@ async function onExecuting({ detail }) {
   }
 }
 
-/** The node's ui output ({imagic_loss: [{title, steps, losses, elapsed_s}]}), sent after it trains and again
- * every time it is cached (a new tab, Run again): the chart shows the curve it trained with. */
+/** The node's ui output ({imagic_loss: [{title, steps, losses, elapsed_s, stopped_at}]}), sent after it trains
+ * and again every time it is cached (a new tab, Run again): the chart shows the curve it trained with. */
 function fromOutput(node, output) {
   const run = output?.[UI_KEY]?.[0];
   const state = node.imagicLoss;
-  if (!run || (state && !state.cached && state.step === run.steps && state.points.length === run.steps)) return;
+  if (!run) return;
+  const done = run.losses.length;
+  if (state && !state.cached && state.step === done && state.points.length === done) {
+    state.converged_at = run.stopped_at ?? null; // the live curve is this run's: only mark where it stopped
+    state.elapsed_s = run.elapsed_s;
+    redraw();
+    return;
+  }
   node.imagicLoss = {
     title: run.title,
     steps: run.steps,
@@ -130,6 +139,7 @@ function fromOutput(node, output) {
     elapsed_s: run.elapsed_s,
     points: [...run.losses],
     stopped: false,
+    converged_at: run.stopped_at ?? null,
     cached: !!state?.cached || !state,
   };
   redraw();
@@ -138,7 +148,7 @@ function fromOutput(node, output) {
 function onInterrupted() {
   for (const node of (app.rootGraph ?? app.graph)?.nodes ?? []) {
     const state = node.imagicLoss;
-    if (state && state.step < state.steps) state.stopped = true;
+    if (state && state.step < state.steps && state.converged_at == null) state.stopped = true;
   }
   redraw();
 }

@@ -22,8 +22,10 @@ export function statusLine(state) {
   if (!state) return "Loss chart: shows while this node trains";
   if (state.cached && !state.points?.length) return "cached: trained in an earlier run";
   const head = `step ${state.step}/${state.steps} · loss ${formatLoss(state.loss)}`;
-  if (state.cached) return `${head} · cached (trained in ${formatSeconds(state.elapsed_s)})`;
+  const converged = state.converged_at != null ? ` · converged, stopped at step ${state.converged_at} of ${state.steps}` : "";
+  if (state.cached) return `${head}${converged} · cached (trained in ${formatSeconds(state.elapsed_s)})`;
   if (state.stopped) return `${head} · stopped`;
+  if (converged) return `${head}${converged} in ${formatSeconds(state.elapsed_s)}`;
   if (state.step >= state.steps) return `${head} · done in ${formatSeconds(state.elapsed_s)}`;
   return `${head} · ETA ${formatSeconds(state.eta_s)}`;
 }
@@ -93,6 +95,18 @@ export function drawChart(ctx, width, top, state, colors) {
     ctx.lineWidth = 2;
     ctx.strokeStyle = colors.line;
     polyline(ctx, smoothed(state.points), state.steps, plot, lo, hi);
+    if (state.converged_at != null) {
+      // where early stopping ended the run (the x axis spans all `steps`)
+      const px = plot.x + (plot.w * state.converged_at) / Math.max(state.steps, 1);
+      ctx.lineWidth = 1;
+      ctx.strokeStyle = colors.secondary;
+      ctx.setLineDash?.([3, 3]);
+      ctx.beginPath();
+      ctx.moveTo(px, plot.y);
+      ctx.lineTo(px, plot.y + plot.h);
+      ctx.stroke();
+      ctx.setLineDash?.([]);
+    }
     ctx.fillStyle = colors.secondary;
     ctx.textAlign = "right";
     ctx.fillText(formatLoss(hi), plot.x + plot.w, plot.y + 4);

@@ -15,12 +15,15 @@ from .progress import loss_ui
 from .prompt_graph import check_texts_to_save
 from .training_run import (
     BATCH_SIZE_TOOLTIP,
+    EARLY_STOP_TOOLTIP,
     LOW_MEMORY_DEFAULT,
     LOW_MEMORY_TOOLTIP,
     STEPS_TOOLTIP,
     TrainingSettings,
     TrainingSetup,
+    stopped_at,
     training_mode,
+    with_steps_trained,
 )
 
 NODE_ID = "ImagicFinetuneUNet"
@@ -73,6 +76,7 @@ class ImagicFinetuneUNet(io.ComfyNode):
                              tooltip="Seed of the training noise, timesteps and LoRA initialisation."),
                 io.Boolean.Input("low_memory", default=LOW_MEMORY_DEFAULT, optional=True, tooltip=LOW_MEMORY_TOOLTIP),
                 io.Int.Input("batch_size", default=1, min=1, max=64, optional=True, tooltip=BATCH_SIZE_TOOLTIP),
+                io.Boolean.Input("early_stop", default=defaults.EARLY_STOP, optional=True, tooltip=EARLY_STOP_TOOLTIP),
             ],
             outputs=[
                 io.Model.Output(display_name="model",
@@ -87,20 +91,22 @@ class ImagicFinetuneUNet(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, conditioning, latent, steps, learning_rate, method, lora_rank, seed,
-                low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
+                low_memory=LOW_MEMORY_DEFAULT, batch_size=1, early_stop=defaults.EARLY_STOP) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
         check_texts_to_save(cls.hidden.prompt if cls.hidden else None)  # a Save Finetune's text, before training
         learning_rate = defaults.learning_rate(method, learning_rate)
         start = time.perf_counter()
         with training_mode():
-            settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size)
+            settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size, early_stop)
             delta, losses = finetune(model, conditioning, latent, settings, method=method, lora_rank=lora_rank)
         return io.NodeOutput(finetuned_model(model, delta), delta, {"loss": losses},
-                             ui=loss_ui(title(method), losses, time.perf_counter() - start))
+                             ui=loss_ui(title(method), losses, time.perf_counter() - start, steps,
+                                        stopped_at(losses, settings)))
 
 
 def finetune(model, conditioning, latent, settings: TrainingSettings, *, method: str = "lora", lora_rank: int = 8):
-    """(delta, losses) of a fine-tune on a private copy, which is gone (memory free) when this returns."""
+    """(delta, losses) of a fine-tune on a private copy, which is gone (memory free) when this returns; the delta
+    carries the number of steps trained (``training_run.steps_trained``)."""
     with TrainingSetup(model, latent, settings, train_weights=method == "full") as setup:
         if method == "full":
             trainer = FullFinetune(setup.base, model.model, comfy.model_management.unet_offload_device())
@@ -108,4 +114,4 @@ def finetune(model, conditioning, latent, settings: TrainingSettings, *, method:
             trainer = LoraFinetune(setup.base, lora_rank, settings.seed)
         entries = model_entries(conditioning, setup.device)
         losses = setup.run(NODE_ID, title(method), trainer.parameters(), entries)
-        return trainer.delta(), losses
+        return with_steps_trained(trainer.delta(), losses), losses

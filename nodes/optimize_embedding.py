@@ -12,12 +12,15 @@ from .progress import loss_ui
 from .prompt_graph import check_texts_to_save
 from .training_run import (
     BATCH_SIZE_TOOLTIP,
+    EARLY_STOP_TOOLTIP,
     LOW_MEMORY_DEFAULT,
     LOW_MEMORY_TOOLTIP,
     STEPS_TOOLTIP,
     TrainingSettings,
     TrainingSetup,
+    stopped_at,
     training_mode,
+    with_steps_trained,
 )
 
 NODE_ID = "ImagicOptimizeEmbedding"
@@ -54,6 +57,7 @@ class ImagicOptimizeEmbedding(io.ComfyNode):
                                      "result."),
                 io.Boolean.Input("low_memory", default=LOW_MEMORY_DEFAULT, optional=True, tooltip=LOW_MEMORY_TOOLTIP),
                 io.Int.Input("batch_size", default=1, min=1, max=64, optional=True, tooltip=BATCH_SIZE_TOOLTIP),
+                io.Boolean.Input("early_stop", default=defaults.EARLY_STOP, optional=True, tooltip=EARLY_STOP_TOOLTIP),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="optimized",
@@ -66,20 +70,22 @@ class ImagicOptimizeEmbedding(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, conditioning, latent, steps, learning_rate, seed,
-                low_memory=LOW_MEMORY_DEFAULT, batch_size=1) -> io.NodeOutput:
+                low_memory=LOW_MEMORY_DEFAULT, batch_size=1, early_stop=defaults.EARLY_STOP) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
         check_texts_to_save(cls.hidden.prompt if cls.hidden else None)  # a Save Finetune's text, before training
         start = time.perf_counter()
         with training_mode():
-            settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size)
+            settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size, early_stop)
             optimized, losses = optimize(model, conditioning, latent, settings)
         return io.NodeOutput(optimized, {"loss": losses},
-                             ui=loss_ui(TITLE, losses, time.perf_counter() - start))
+                             ui=loss_ui(TITLE, losses, time.perf_counter() - start, steps,
+                                        stopped_at(losses, settings)))
 
 
 def optimize(model, conditioning, latent, settings: TrainingSettings):
-    """(e_opt, losses), trained against a frozen private copy, which is gone when this returns."""
+    """(e_opt, losses), trained against a frozen private copy, which is gone when this returns; e_opt carries the
+    number of steps trained (``training_run.steps_trained``)."""
     with TrainingSetup(model, latent, settings, train_weights=False) as setup:
         entries = model_entries(conditioning, setup.device, trainable=True)
         losses = setup.run(NODE_ID, TITLE, trained_tensors(entries), entries)
-        return to_conditioning(conditioning, entries), losses
+        return with_steps_trained(to_conditioning(conditioning, entries), losses), losses

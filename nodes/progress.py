@@ -14,12 +14,13 @@ LOSS_EVENT = "imagic.loss"
 LOSS_UI = "imagic_loss"  # the ui output key: the frontend redraws the chart from it when the node is cached
 
 
-def loss_ui(title: str, losses: list[float], elapsed_s: float) -> dict:
-    """The node's ui output: the whole loss curve of the run. ComfyUI keeps it with the cached result and sends
+def loss_ui(title: str, losses: list[float], elapsed_s: float, steps: int, stopped_at: int | None = None) -> dict:
+    """The node's ui output: the whole loss curve of the run (``steps``: the node's upper bound; ``stopped_at``:
+    the step after which early stopping ended it, else None). ComfyUI keeps it with the cached result and sends
     it again whenever the node is cached (e.g. a new tab, Run again): the chart shows what trained, and that it
     comes from the cache."""
-    return {LOSS_UI: [{"title": title, "steps": len(losses), "losses": [float(f"{x:.6g}") for x in losses],
-                       "elapsed_s": round(elapsed_s, 3)}]}
+    return {LOSS_UI: [{"title": title, "steps": steps, "losses": [float(f"{x:.6g}") for x in losses],
+                       "elapsed_s": round(elapsed_s, 3), "stopped_at": stopped_at}]}
 
 
 def _send(event: str, data: dict) -> None:
@@ -56,6 +57,12 @@ class TrainingProgress:
             elapsed = time.perf_counter() - self.start
             _send(LOSS_EVENT, {"node": self.node_id, "title": self.title, "step": done, "steps": self.steps,
                                "loss": loss, "eta_s": elapsed / done * (self.steps - done)})
+
+    def finish(self, done: int) -> None:
+        """Training ended after ``done`` steps (fewer than ``steps`` when it stopped early): the bar is full."""
+        self.bar.update_absolute(self.steps, self.steps)
+        if done < self.steps:
+            self.console.set_postfix_str(f"converged: stopped early at step {done}/{self.steps}", refresh=False)
 
     def close(self) -> None:
         self.console.close()

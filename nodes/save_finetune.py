@@ -16,9 +16,17 @@ from .errors import fail
 from .families import family_name
 from .finetune_paths import PREFIX_FIX, loras_folder, prefix_problem, save_path, write_atomic
 from .prompt_graph import graph_settings
+from .training_run import steps_trained
 
 NODE_ID = "ImagicSaveFinetune"
 LOG = logging.getLogger("comfyui-imagic")
+
+
+def trained_steps(optimized, lora) -> dict[str, int]:
+    """The steps that trained e_opt and the fine-tune, as the training nodes marked their outputs (early stopping
+    may have ended them before their ``steps``); nothing for values that did not come from them."""
+    found = {"embedding_steps_trained": steps_trained(optimized), "finetune_steps_trained": steps_trained(lora)}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 class ImagicSaveFinetune(io.ComfyNode):
@@ -117,7 +125,7 @@ class ImagicSaveFinetune(io.ComfyNode):
         tensors, metadata, dropped = fmt.build_file(
             lora, optimized, storage=full_storage, svd_rank=svd_rank, fingerprint=model_fingerprint(model),
             model_family=family_name(model), target_text=text, suggested_eta=suggested_eta,
-            training=settings.training, on_step=on_step)
+            training={**settings.training, **trained_steps(optimized, lora)}, on_step=on_step)
         if dropped:
             LOG.warning("%s: these e_opt entry keys are not plain data and are not saved: %s", NODE_ID,
                         ", ".join(dropped))

@@ -3,22 +3,25 @@ ComfyUI's progress/Cancel, turn failures into errors that name the node and the 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
 
 import comfy.model_management
 
+from ..core import defaults
 from ..core.checkpointing import checkpoint_blocks
 from ..core.diffusion import NoiseDraws, mean_loss
 from ..core.precision import Precision
 from ..core.threads import cpu_threads
-from ..core.training import NonFiniteLoss, adam_loop
+from ..core.training import EarlyStop, NonFiniteLoss, adam_loop
 from .comfy_model import ComfyDenoiser, clean_latent, private_model, release_device_memory
 from .conditioning_io import model_entries
 from .errors import fail
 from .progress import TrainingProgress
 
+LOG = logging.getLogger("comfyui-imagic")
 LOW_MEMORY_DEFAULT = True
 STEPS_TOOLTIP = ("{what} steps (paper: {paper}). {steps}: on the shapes benchmark as good as {paper} in a quarter of "
                  "the time (bench/RESULTS.md); full-size models may differ.")
@@ -26,6 +29,13 @@ LOW_MEMORY_TOOLTIP = (
     "Use less memory: gradient checkpointing; on a CUDA GPU with bf16 units also bf16 mixed precision (fp32 "
     "master copies of what trains, frozen weights kept in bf16) and ComfyUI's other models unloaded from the GPU "
     "while training. CPUs train in fp32 either way (the same result on every CPU). Off: fp32, no recomputation.")
+
+EARLY_STOP_TOOLTIP = (
+    f"Stop when converged: every {defaults.EARLY_STOP_EVERY} steps the loss on {defaults.EARLY_STOP_DRAWS} fixed "
+    f"held-out noise draws is measured; training stops when it has not improved by "
+    f"{defaults.EARLY_STOP_MARGIN:.0%} over the last {defaults.EARLY_STOP_PATIENCE} checks (steps stays the upper "
+    "bound). The chart shows where it stopped; Imagic Save Finetune records it. On the shapes benchmark: 0.41x the "
+    "time per edit, but the edits kept fewer details (bench/RESULTS.md). Off: always train all steps.")
 
 BATCH_SIZE_TOOLTIP = (
     "Noise/timestep draws per step, trained as one batch. More lowers the steps needed for the same loss "
@@ -41,6 +51,37 @@ class TrainingSettings:
     seed: int = 0
     low_memory: bool = LOW_MEMORY_DEFAULT
     batch_size: int = 1
+    early_stop: bool = defaults.EARLY_STOP
+
+
+class TrainedList(list):
+    """e_opt (a CONDITIONING) that carries how many steps trained it, for Imagic Save Finetune's metadata."""
+
+    steps_trained: int
+
+
+class TrainedDict(dict):
+    """A LORA_MODEL that carries how many steps trained it, for Imagic Save Finetune's metadata."""
+
+    steps_trained: int
+
+
+def with_steps_trained(value: list | dict, losses: list[float]) -> TrainedList | TrainedDict:
+    """``value`` marked with the number of steps that trained it (one loss per step; fewer than ``steps`` when
+    early stopping ended the training): downstream nodes get the same object from ComfyUI's cache."""
+    out = TrainedList(value) if isinstance(value, list) else TrainedDict(value)
+    out.steps_trained = len(losses)
+    return out
+
+
+def steps_trained(value) -> int | None:
+    """How many steps trained a training node's output, or None for a value from elsewhere."""
+    return getattr(value, "steps_trained", None)
+
+
+def stopped_at(losses: list[float], settings: TrainingSettings) -> int | None:
+    """The step count after which early stopping ended the training (None: all ``steps`` ran)."""
+    return len(losses) if len(losses) < settings.steps else None
 
 
 @contextlib.contextmanager
@@ -70,6 +111,7 @@ class TrainingSetup:
             checkpoint_blocks(self.base.diffusion_model)
         self.denoiser = ComfyDenoiser(self.base)
         self.x0 = clean_latent(self.base, latent, self.device)
+        self.early_stop: EarlyStop | None = None  # after run(): the checks, and where it stopped
 
     def __enter__(self) -> TrainingSetup:
         return self
@@ -93,12 +135,27 @@ class TrainingSetup:
                                "use the conditioning and latent of the same checkpoint as the model") from e
                 raise
 
+        if settings.early_stop:
+            held_noise, held_sigma = NoiseDraws(self.denoiser, self.x0, defaults.HELDOUT_SEED,
+                                                batch=defaults.EARLY_STOP_DRAWS).draw()
+
+            def heldout() -> torch.Tensor:  # EarlyStop calls it under torch.no_grad
+                with self.precision.autocast(self.device):
+                    return mean_loss(self.denoiser, self.x0, entries, held_noise, held_sigma)
+
+            self.early_stop = EarlyStop(heldout, defaults.EARLY_STOP_EVERY, defaults.EARLY_STOP_PATIENCE,
+                                        defaults.EARLY_STOP_MARGIN, defaults.EARLY_STOP_MIN_CHECKS)
         if settings.low_memory:
             release_device_memory(self.device)
         progress = TrainingProgress(title, settings.steps)
         try:
             with cpu_threads(self.device):  # on a CPU: a thread count the other work on it leaves room for
-                return adam_loop(params, loss_fn, settings.steps, settings.learning_rate, progress)
+                losses = adam_loop(params, loss_fn, settings.steps, settings.learning_rate, progress, self.early_stop)
+            progress.finish(len(losses))
+            if self.early_stop is not None and self.early_stop.stopped_at is not None:
+                LOG.info("%s: converged, stopped early after step %d of %d (held-out loss %s)", title,
+                         len(losses), settings.steps, ", ".join(f"{v:.5g}@{k}" for k, v in self.early_stop.checks))
+            return losses
         except NonFiniteLoss as e:
             raise fail(node_id, f"training diverged: the {e}",
                        "lower learning_rate, or load the model in fp32/bf16 (fp16 overflows)") from e
@@ -106,7 +163,7 @@ class TrainingSetup:
             progress.close()
 
 
-def heldout_loss(model, conditioning: list, latent: dict, seed: int = 1234, n: int = 64) -> float:
+def heldout_loss(model, conditioning: list, latent: dict, seed: int = defaults.HELDOUT_SEED, n: int = 64) -> float:
     """The Imagic reconstruction loss of ``conditioning`` on ``n`` held-out noise draws, on the frozen model
     (the nodes' own code path, fp32): how well a model + embedding reconstruct the image (tests, bench)."""
     with torch.inference_mode(False), torch.no_grad():

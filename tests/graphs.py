@@ -21,8 +21,9 @@ def write_input_image(input_dir: Path, name: str = "imagic_input.png", size: int
 def imagic_graph(image: str, *, family: str = "sd15", text: str = TARGET_TEXT, embed_steps: int = 40,
                  embed_lr: float = 2e-2, tune_steps: int = 60, tune_lr: float = 1e-3, method: str = "lora",
                  rank: int = 8, eta: float = 0.7, sample_steps: int = 8, cfg: float = 1.0, seed: int = 0,
-                 model_seed: int = 0) -> dict:
-    """Loader -> CLIP Text Encode + VAE Encode -> the three Imagic nodes -> KSampler -> VAE Decode -> Save."""
+                 model_seed: int = 0, early_stop: bool = False) -> dict:
+    """Loader -> CLIP Text Encode + VAE Encode -> the three Imagic nodes -> KSampler -> VAE Decode -> Save.
+    Early stopping off unless asked: the tests' training runs exactly the steps they give."""
     return {
         "1": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": family, "seed": model_seed}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": text}},
@@ -30,10 +31,11 @@ def imagic_graph(image: str, *, family: str = "sd15", text: str = TARGET_TEXT, e
         "4": {"class_type": "VAEEncode", "inputs": {"pixels": ["3", 0], "vae": ["1", 2]}},
         "5": {"class_type": "ImagicOptimizeEmbedding",
               "inputs": {"model": ["1", 0], "conditioning": ["2", 0], "latent": ["4", 0], "steps": embed_steps,
-                         "learning_rate": embed_lr, "seed": seed}},
+                         "learning_rate": embed_lr, "seed": seed, "early_stop": early_stop}},
         "6": {"class_type": "ImagicFinetuneUNet",
               "inputs": {"model": ["1", 0], "conditioning": ["5", 0], "latent": ["4", 0], "steps": tune_steps,
-                         "learning_rate": tune_lr, "method": method, "lora_rank": rank, "seed": seed}},
+                         "learning_rate": tune_lr, "method": method, "lora_rank": rank, "seed": seed,
+                         "early_stop": early_stop}},
         "7": {"class_type": "ImagicInterpolateConditioning",
               "inputs": {"optimized": ["5", 0], "target": ["2", 0], "eta": eta}},
         "8": {"class_type": "KSampler",

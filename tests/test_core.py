@@ -145,3 +145,58 @@ def test_interpolation_endpoints_midpoint_and_extrapolation():
     assert torch.allclose(conditioning.interpolate(t, o, -0.5), torch.full_like(o, -0.5))
     with pytest.raises(ValueError, match="shapes differ"):
         conditioning.interpolate(torch.ones(1, 4, 4), o, 0.5)
+
+
+def stop_rule(values, **kw) -> tuple[object, list[int]]:
+    """An EarlyStop fed ``values`` as its held-out losses (one per check), asked after every step of 100."""
+    feed = iter(values)
+    rule = training.EarlyStop(lambda: next(feed), **kw)
+    stops = next((done for done in range(1, 101) if rule(done)), None)
+    return rule, stops
+
+
+def test_early_stop_stops_on_a_plateau_when_a_window_of_patience_checks_brings_no_relative_improvement():
+    # falls by > 1 % per window of two checks until 0.795; then the window (0.795, 0.80) is not 1 % below 0.80
+    rule, stops = stop_rule([1.0, 0.9, 0.8, 0.795, 0.80] + [0.1] * 20, every=10, patience=2, margin=0.01,
+                            min_checks=1)
+    assert rule.stopped_at == stops == 50
+    assert rule.checks == [(10, 1.0), (20, 0.9), (30, 0.8), (40, 0.795), (50, 0.80)]
+
+
+def test_early_stop_waits_for_min_checks_and_goes_on_while_each_window_improves():
+    rule, stops = stop_rule([1.0, 1.0, 1.0, 1.0] + [0.1] * 20, every=5, patience=1, margin=0.0, min_checks=4)
+    assert stops == 20  # flat from the first check, but never before 4 checks
+    rule, _ = stop_rule([1.0, 1.0, 0.5, 0.6, 0.4, 0.45, 0.45] + [0.1] * 20, every=5, patience=2, min_checks=1)
+    assert rule.stopped_at == 35  # each window holds a new best (0.5, 0.4) until 0.45, 0.45
+    rule, _ = stop_rule([float("nan"), 1.0, 1.0, 1.0] + [0.1] * 20, every=5, patience=2, min_checks=1)
+    assert rule.stopped_at == 20  # a non-finite value is no improvement; the first finite one is
+
+
+def test_early_stop_in_adam_loop_never_exceeds_steps_checks_without_gradients_and_is_deterministic():
+    def run(steps, patience):
+        p = torch.nn.Parameter(torch.tensor([3.0]))
+        grad_seen = []
+
+        def heldout():
+            grad_seen.append(torch.is_grad_enabled())
+            return float(((p - 1) ** 2).sum())
+
+        rule = training.EarlyStop(heldout, every=4, patience=patience, margin=0.05, min_checks=2)
+        losses = training.adam_loop([p], lambda s: ((p - 1) ** 2).sum(), steps=steps, learning_rate=0.1,
+                                    early_stop=rule)
+        return losses, rule, grad_seen, float(p.detach())
+
+    losses, rule, grad_seen, value = run(200, 2)
+    assert rule.stopped_at is not None and len(losses) == rule.stopped_at < 200 and rule.stopped_at % 4 == 0
+    assert grad_seen and not any(grad_seen)  # the held-out loss is computed under torch.no_grad
+    assert abs(value - 1) < 0.3  # it stopped near the minimum (from 3), where the loss had stopped falling
+    again = run(200, 2)
+    assert again[0] == losses and again[3] == value and again[1].checks == rule.checks
+    losses, rule, _, _ = run(10, 100)  # never converges within the bound: steps stays the limit
+    assert len(losses) == 10 and rule.stopped_at is None and [k for k, _ in rule.checks] == [4, 8]
+
+
+def test_early_stop_rejects_bad_settings():
+    for kw in ({"every": 0}, {"patience": 0}, {"min_checks": 0}, {"margin": 1.0}, {"margin": -0.1}):
+        with pytest.raises(ValueError):
+            training.EarlyStop(lambda: 1.0, **kw)

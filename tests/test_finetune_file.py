@@ -122,6 +122,9 @@ def test_metadata_describes_the_finetune(comfy, saved):
     assert int(meta["imagic.finetune_steps"]) == FAST["tune_steps"]
     assert float(meta["imagic.finetune_learning_rate"]) == FAST["tune_lr"]
     assert int(meta["imagic.embedding_seed"]) == int(meta["imagic.finetune_seed"]) == FAST["seed"]
+    # the steps that trained (early stopping off here: all of them; tests/test_early_stop.py: fewer)
+    assert int(meta["imagic.embedding_steps_trained"]) == FAST["embed_steps"]
+    assert int(meta["imagic.finetune_steps_trained"]) == FAST["tune_steps"]
     assert int(meta["imagic.lora_rank"]) == 8
     fingerprint = json.loads(meta["imagic.base_fingerprint"])
     assert len(fingerprint["architecture"]) == 32 and len(fingerprint["sample"]) >= 64

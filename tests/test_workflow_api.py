@@ -88,6 +88,18 @@ def test_unknown_types_and_misfitting_widget_values_are_clear_errors():
         wa.to_api(graph(node(1, "Nope")), INFO)
     with pytest.raises(wa.WorkflowError, match=r"node 1 \(Loader\) has 2 widget values but its definition has 1"):
         wa.to_api(graph(node(1, "Loader", ["a.safetensors", "extra"])), INFO)
+    with pytest.raises(wa.WorkflowError, match=r"node 3 \(Sampler\) has 3 widget values but its definition has 8"):
+        wa.to_api(graph(node(3, "Sampler", [7, "fixed", 20])), INFO)  # required widgets missing
+
+
+def test_a_workflow_saved_before_optional_widgets_were_added_gets_their_defaults():
+    """The graph editor loads such a workflow with the new widgets at their defaults; so does the converter."""
+    short = node(3, "Sampler", [7, "fixed", 20, "x", 9, "randomize", 4])  # no value for the optional cfg
+    inputs = wa.to_api(graph(short), INFO)["3"]["inputs"]
+    assert inputs == {"seed": 7, "steps": 20, "sampler": "x", "noise_seed": 9, "n": 4}
+
+
+def test_subgraphs_are_refused():
     with pytest.raises(wa.WorkflowError, match="subgraphs"):
         wa.to_api({**graph(), "definitions": {"subgraphs": [{"id": "x"}]}}, INFO)
 
