@@ -33,7 +33,7 @@ def stopped(comfy):
     graph = imagic_graph(image, **PLATEAU, early_stop=True)
     graph["20"] = {"class_type": "ImagicSaveFinetune",
                    "inputs": {"lora": ["6", 1], "optimized": ["5", 0], "model": ["1", 0], "target_text": "",
-                              "filename_prefix": "imagic/early_stop", "full_storage": "exact", "svd_rank": 8,
+                              "filename_prefix": "imagic_early_stop/run", "full_storage": "exact", "svd_rank": 8,
                               "suggested_eta": 0.7}}
     comfy.run(graph)
     with safetensors.safe_open(comfy.base / "models" / "loras" / comfy.output("20"), "pt") as f:
