@@ -73,7 +73,8 @@ SUPPORTED = {
     "SD3": Family("SD3", lambda base: base.adm_channels),
     "Flux": Family("Flux", lambda base: base.model_config.unet_config.get("vec_in_dim")),
 }
-_NAMES = ", ".join(f.names for f in list(SUPPORTED.values())[:-1]) + f" and {list(SUPPORTED.values())[-1].names}"
+*_FIRST, _LAST = (f.names for f in SUPPORTED.values())
+_NAMES = f"{', '.join(_FIRST)} and {_LAST}"
 FIX_OTHER = f"use a checkpoint of a supported family: {_NAMES}"
 
 _VIDEO = "a video model: its latents have a frame axis and it generates clips; Imagic edits one image"
