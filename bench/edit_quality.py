@@ -17,7 +17,7 @@ Rows:
   eta of ``--etas`` (one row per eta) and scored by Imagic Auto Eta's scoring (one row per rule).
 * ``community``: the diffusers community pipeline's recipe on our nodes: 500 embedding steps at 1e-3,
   1000 full fine-tune steps at 2e-6, alpha (eta) 1.2.
-* ``sdedit``: KSampler from the input's latent with the target text, denoise 0.4 / 0.6 / 0.8.
+* ``sdedit``: KSampler from the input's latent with the target text, denoise 0.4 to 0.9 by 0.1.
 * ``t2i``: text-to-image from the target text.
 * ``roundtrip``: the input through VAE Encode and VAE Decode, no edit: "others kept" and "unnamed kept" of a
   perfect edit are at most this row's (its "target reached" is 0 by construction).
@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cli import comfy_host
+from ..cli import comfy_host, start_graph
 from . import host
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ ROWS = {
     "no_early_stop": Row("node defaults, early stop off", "imagic", {"node_defaults": True, "early_stop": False}),
     "community": imagic("community recipe (A 500 @1e-3, B full 1000 @2e-6, eta 1.2)", embed_steps=500,
                         embed_lr=1e-3, tune_steps=1000, tune_lr=2e-6, method="full", etas=[1.2]),
-    "sdedit": Row("SDEdit", "sdedit", {"denoise": [0.4, 0.6, 0.8]}),
+    "sdedit": Row("SDEdit", "sdedit", {"denoise": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}),
     "t2i": Row("text-to-image", "t2i"),
     "roundtrip": Row("VAE round trip of the input (no edit: the ceiling of 'kept')", "roundtrip"),
 }
@@ -129,6 +129,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cfg", type=float, help="default: the shapes model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--sampler", help="default: the shapes model's (SAMPLING)")
     p.add_argument("--scheduler", help="default: the shapes model's (SAMPLING)")
+    p.add_argument("--starts", nargs="+", default=["noise"],
+                   help="where the Imagic rows' sampling starts (cli/start_graph.py: Start.parse): noise photo:0.8 inversion ...")
+    p.add_argument("--no-auto", dest="auto", action="store_false", help="no Auto Eta rows (no scoring)")
+    p.add_argument("--first-input", type=int, default=0, help="skip the held-out inputs before this one")
     p.add_argument("--score-draws", type=int, default=32)
     p.add_argument("--quick", action="store_true", help="2 inputs, 1 seed, 20 training steps: checks the plumbing")
     p.add_argument("--tiny", action="store_true", help="the tiny random model instead of the shapes model "
@@ -140,6 +144,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="no run: the table of earlier runs' outputs.jsonl files (together)")
     args = p.parse_args(argv)
     args.rows = args.rows or DEFAULT_ROWS
+    args.starts = [start_graph.Start.parse(t) for t in args.starts]
     if args.quick:
         args.inputs, args.seeds = min(args.inputs, 2), args.seeds[:1]
     return args
@@ -180,19 +185,23 @@ def plan(n_inputs: int, world) -> list[Edit]:
             for k, combo in enumerate(world.HELD_OUT[:n_inputs]) for a in ATTRIBUTES]
 
 
-def judge(got: dict, size: float, background: float, edit: Edit, world) -> dict:
+def judge(got: dict, size: float, background: float, edit: Edit, world, spread: float | None = None) -> dict:
     """The columns for one output, from the named attributes read (``got``) and its unnamed details. The size
-    it should have is the input object's in the target shape (a triangle of the same extent covers less than a
-    circle: ``world.true_size`` of the edited scene); the background is the input's."""
+    it should have is the input object's in the shape the output shows (a triangle of the same extent covers less
+    than a circle: ``world.true_size``; the target shape when no shape was read), so that the unnamed details are
+    judged apart from the named edit: the VAE round trip of the input, which keeps its shape, keeps its size (before
+    issue 19 it was compared with the target shape's size and failed most shape edits: a "ceiling" of 0.72 that
+    was the judge's). The background is the input's; its spread (texture) is reported, not judged."""
     wanted = dict(zip(ATTRIBUTES, edit.target, strict=True))
     target = got[edit.attribute] == wanted[edit.attribute]
     others = all(got[a] == wanted[a] for a in ATTRIBUTES if a != edit.attribute)
     scene = world.scene_for_seed(*edit.source, edit.scene_seed)
-    edited_scene = dataclasses.replace(scene, **wanted)
-    unnamed = (abs(size - world.true_size(edited_scene)) <= SIZE_TOL
+    drawn = got["shape"] if got["shape"] in world.SHAPES else wanted["shape"]
+    drawn_scene = dataclasses.replace(scene, shape=drawn)
+    unnamed = (abs(size - world.true_size(drawn_scene)) <= SIZE_TOL
                and abs(background - scene.background) <= BACKGROUND_TOL)
     return {"target": target, "others": others, "unnamed": unnamed, "all": target and others and unnamed,
-            "read": got, "size": size, "background": background}
+            "read": got, "size": size, "background": background, "background_spread": spread}
 
 
 def judged_again(record: dict, world) -> dict:
@@ -200,7 +209,8 @@ def judged_again(record: dict, world) -> dict:
     index = int(record["edit"].split("_")[0])
     edit = Edit(index, tuple(record["source"]), record["attribute"], tuple(record["target_combo"]),
                 SCENE_SEED + index)
-    return {**record, **judge(record["read"], record["size"], record["background"], edit, world)}
+    return {**record, **judge(record["read"], record["size"], record["background"], edit, world,
+                              record.get("background_spread"))}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,6 +266,13 @@ def sampler(args, model, positive, latent, seed: int, denoise: float = 1.0) -> d
                        "scheduler": args.scheduler, "denoise": denoise}}
 
 
+def start_sampling(args, prompt: dict, start, model, positive, optimized, seed: int) -> str:
+    """The edit's sampling from ``start`` (cli/start_graph.py's stock nodes); the id of its latent's node."""
+    sampling = start_graph.Sampling(seed, args.sample_steps, args.cfg, args.sampler, args.scheduler)
+    return start_graph.add_start(prompt, start, sampling, model=model, positive=positive, negative=["12", 0],
+                                 optimized=optimized, photo=["4", 0], empty=["13", 0], prefix="8")
+
+
 def decoded(sampler_node: str) -> dict:
     return {"class_type": "VAEDecode", "inputs": {"samples": [sampler_node, 0], "vae": ["1", 2]}}
 
@@ -283,30 +300,38 @@ def run_imagic(runner: Runner, args, row: Row, image: str, text: str, seed: int,
     if args.quick:
         p.update(QUICK)
     etas = p.get("etas", args.etas)
-    images, latents, seconds = {}, [], None
-    for k, eta in enumerate(etas):
+    candidates = [(start, eta) for start in args.starts for eta in etas]
+    images, latents, took = {}, [], []
+    for k, (start, eta) in enumerate(candidates):
         prompt = common(runner, image, text)
         imagic_training(prompt, p, seed)
         prompt["7"] = {"class_type": "ImagicInterpolateConditioning",
                        "inputs": {"optimized": ["5", 0], "target": ["2", 0], "eta": eta}}
-        prompt["8"] = sampler(args, ["6", 0], ["7", 0], ["13", 0], seed)
-        prompt["9"] = decoded("8")
+        out = start_sampling(args, prompt, start, ["6", 0], ["7", 0], ["5", 0], seed)
+        prompt["9"] = decoded(out)
         prompt["10"] = preview("9")
-        took = runner.run(prompt)
-        seconds = took if k == 0 else seconds  # the first eta ran the training
+        took.append(runner.run(prompt))
         if k == 0:  # the steps that trained A and B (fewer than their steps when early stopping ended them)
             trained = pack("nodes.training_run").steps_trained
             steps_trained = {"embed": trained(runner.output("5")), "tune": trained(runner.output("6", 1))}
-        images[eta] = runner.output("9")
-        latents.append(runner.output("8")["samples"])
+        images[(start, eta)] = runner.output("9")
+        latents.append(runner.output(out)["samples"])
+    # The first candidate's run trained A and B (cached for the others): each later run is one sampling. An
+    # edit's seconds = the training + the samplings it needs (one; Auto Eta: one per candidate, + its scoring).
+    later = {start: [t for (s, _), t in zip(candidates[1:], took[1:], strict=True) if s == start]
+             for start in args.starts}
+    every = [t for ts in later.values() for t in ts]
+    sampling = {start: statistics.fmean(ts or every or [0.0]) for start, ts in later.items()}
+    timing = {"train": took[0] - sampling[candidates[0][0]], "sampling": sampling}
     scores = None
-    if len(etas) > 1:  # Imagic Auto Eta's own scoring (nodes.auto_eta.score) of the stock sampler's outputs;
-        # tests/test_auto_eta.py checks that the node samples exactly these latents
-        start = time.perf_counter()
-        scored = pack("nodes.auto_eta").score(runner.output("1"), runner.output("4"), latents, etas,
-                                              runner.output("2"), runner.output("5"), seed, args.score_draws)
-        scores = {"seconds": time.perf_counter() - start, "scores": scored}
-    return images, seconds, scores, steps_trained
+    if len(candidates) > 1 and args.auto:  # Imagic Auto Eta's own scoring (nodes.auto_eta.score) of the stock
+        # sampler's outputs; tests/test_auto_eta.py checks that the node samples exactly these latents
+        begin = time.perf_counter()
+        scored = pack("nodes.auto_eta").score(runner.output("1"), runner.output("4"), latents,
+                                              [eta for _, eta in candidates], runner.output("2"),
+                                              runner.output("5"), seed, args.score_draws)
+        scores = {"seconds": time.perf_counter() - begin, "scores": scored, "candidates": candidates}
+    return images, timing, scores, steps_trained
 
 
 def run_baseline(runner: Runner, args, row: Row, image: str, text: str, seed: int) -> tuple[dict, dict]:
@@ -362,6 +387,7 @@ def summarise(records: list[dict]) -> dict[str, dict]:
         out[label]["named"] = wilson(sum(r["target"] and r["others"] for r in rs), len(rs))
         out[label]["n"] = len(rs)
         out[label]["seconds"] = mean_ci([r["seconds"] for r in rs])
+        out[label]["spread"] = mean_ci([r["background_spread"] for r in rs if r.get("background_spread") is not None])
     return out
 
 
@@ -369,12 +395,15 @@ COLUMNS = ("target", "others", "named", "unnamed", "all")
 
 
 def table(summary: dict[str, dict]) -> str:
-    lines = ["| row | n | target reached | others kept | target + others | unnamed kept | all at once | s/edit |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | n | target reached | others kept | target + others | unnamed kept | all at once "
+             "| background spread | s/edit |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for label, s in summary.items():
         cells = [f"{s[c][0]:.2f} [{s[c][1]:.2f}, {s[c][2]:.2f}]" for c in COLUMNS]
         m, half = s["seconds"]
-        lines.append(f"| {label} | {s['n']} | " + " | ".join(cells) + f" | {m:.1f} ± {half:.1f} |")
+        spread = s["spread"][0]
+        lines.append(f"| {label} | {s['n']} | " + " | ".join(cells)
+                     + (f" | {spread:.4f}" if spread == spread else " | –") + f" | {m:.1f} ± {half:.1f} |")
     return "\n".join(lines)
 
 
@@ -389,16 +418,31 @@ def outputs_of(row: Row, runner: Runner, args, image: str, text: str, seed: int,
             yield (f"{row.name} {setting:g}" if row.kind == "sdedit" else row.name), im, seconds[setting], {}
         return
     auto = pack("core.auto_eta")
-    images, seconds, scores, trained = run_imagic(runner, args, row, image, text, seed, pack)
-    for eta, im in images.items():
-        yield f"{row.name}, eta {eta:g}", im, seconds, {"steps_trained": trained}
+    images, timing, scores, trained = run_imagic(runner, args, row, image, text, seed, pack)
+    train, sampling = timing["train"], timing["sampling"]
+    for (start, eta), im in images.items():
+        where = f", {start.label}" if start.label else ""
+        yield (f"{row.name}{where}, eta {eta:g}", im, train + sampling[start],
+               {"steps_trained": trained, "start": start.label, "base": row.name})
     if scores is not None:
-        scored = scores["scores"]
-        extra = {"scores": [s.as_dict() for s in scored]}
-        for rule in auto.RULES:
-            eta = scored[auto.choose(scored, rule)].eta
-            yield (f"{row.name}, auto ({rule})", images[eta], seconds + scores["seconds"],
-                   {"chosen_eta": eta, "steps_trained": trained, **extra})
+        scored, candidates = scores["scores"], scores["candidates"]
+        extra = {"scores": [{**s.as_dict(), "start": c[0].label} for s, c in zip(scored, candidates, strict=True)]}
+        groups = {start.label or "noise": [i for i, c in enumerate(candidates) if c[0] == start]
+                  for start in args.starts}
+        if len(args.starts) > 1:
+            groups["any start"] = list(range(len(candidates)))
+        for group, members in groups.items():  # auto over eta per start and (several starts) over eta x start
+            if len(members) < 2:
+                continue
+            spent = (train + sum(sampling[candidates[i][0]] for i in members)
+                     + scores["seconds"] * len(members) / len(candidates))
+            where = "" if group == "noise" else f", {group}"
+            for rule in auto.RULES:
+                pick = members[auto.choose([scored[i] for i in members], rule)]
+                start, eta = candidates[pick]
+                yield (f"{row.name}{where}, auto ({rule})", images[(start, eta)], spent,
+                       {"chosen_eta": eta, "chosen_start": start.label, "steps_trained": trained, "base": row.name,
+                        **extra})
 
 
 def auc(positives: list[float], negatives: list[float]) -> float:
@@ -411,17 +455,20 @@ def auc(positives: list[float], negatives: list[float]) -> float:
 
 def score_separation(records: list[dict]) -> list[str]:
     """How well Auto Eta's text gain separates outputs that reached the target (and all at once) from the rest,
-    over every (edit, seed, eta) of every Imagic row: the AUC."""
+    over every scored (edit, seed, start, eta) of every Imagic row: the AUC."""
     verdicts = {(r["row"], r["edit"], r["seed"]): r for r in records if ", eta " in r["row"]}
     lines = []
-    for base in dict.fromkeys(r["row"].rsplit(", auto (", 1)[0] for r in records if ", auto (" in r["row"]):
+    for base in dict.fromkeys(r.get("base") or r["row"].rsplit(", auto (", 1)[0] for r in records
+                              if ", auto (" in r["row"]):
         pairs, seen = [], set()
         for r in records:
-            if not r["row"].startswith(f"{base}, auto (") or (r["edit"], r["seed"]) in seen:
+            if (r.get("base") or r["row"].rsplit(", auto (", 1)[0]) != base or ", auto (" not in r["row"] \
+                    or (r["edit"], r["seed"]) in seen:
                 continue
             seen.add((r["edit"], r["seed"]))
             for s in r["scores"]:
-                v = verdicts.get((f"{base}, eta {s['eta']:g}", r["edit"], r["seed"]))
+                where = f", {s['start']}" if s.get("start") else ""
+                v = verdicts.get((f"{base}{where}, eta {s['eta']:g}", r["edit"], r["seed"]))
                 if v is not None:
                     pairs.append((s["text_gain"], v["target"], v["all"]))
         for column, k in (("target reached", 1), ("all at once", 2)):
@@ -448,9 +495,22 @@ def time_to_quality(summary: dict[str, dict], reference: str = "community") -> l
     return lines
 
 
+def by_kind(records: list[dict]) -> str:
+    """All at once per edit kind (colour, shape, position) and row: which start wins which kind of edit."""
+    lines = ["| row | " + " | ".join(f"{a}: all at once" for a in ATTRIBUTES) + " |", "|---|---|---|---|"]
+    for label in dict.fromkeys(r["row"] for r in records):
+        cells = []
+        for a in ATTRIBUTES:
+            rs = [r for r in records if r["row"] == label and r["attribute"] == a]
+            cells.append(f"{sum(r['all'] for r in rs)}/{len(rs)}" if rs else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(records: list[dict], out: Path) -> None:
     summary = summarise(records)
-    text = "\n".join([table(summary), "", "Auto Eta's score:", *score_separation(records), "",
+    text = "\n".join([table(summary), "", "Per edit kind:", "", by_kind(records), "",
+                      "Auto Eta's score:", *score_separation(records), "",
                       "Time to quality (all-at-once rate reached, against the community recipe):",
                       *time_to_quality(summary)])
     out.mkdir(parents=True, exist_ok=True)
@@ -488,7 +548,7 @@ def main(argv=None) -> int:
     input_dir = Path(folder_paths.get_input_directory())
     records, pictures = [], {}
     log = open(args.out / "outputs.jsonl", "w")  # one line per output as it comes: a cut-short run still counts
-    edits = plan(args.inputs, world)
+    edits = [e for e in plan(args.inputs, world) if e.index >= args.first_input]
     print(f"{len(edits)} edits x {len(args.seeds)} seeds; rows: {', '.join(args.rows)}", flush=True)
     try:  # Ctrl+C ends the run early; the table and grid still cover what was done
         for edit in edits:
@@ -504,7 +564,8 @@ def main(argv=None) -> int:
                         picture = image[0].float().cpu().numpy()
                         reading = world.read(picture)
                         got = {"colour": reading.colour, "shape": reading.shape, "position": reading.position}
-                        verdict = judge(got, reading.size, reading.background, edit, world)
+                        verdict = judge(got, reading.size, reading.background, edit, world,
+                                        reading.background_spread)
                         records.append({"row": label, "row_key": row_key, "edit": edit.key, "attribute": edit.attribute,
                                         "source": edit.source, "target_combo": edit.target, "seed": seed,
                                         "seconds": seconds, **verdict, **extra})

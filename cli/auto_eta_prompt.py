@@ -1,4 +1,5 @@
-"""``--eta auto``: the edit workflow with Imagic Auto Eta in place of Interpolate Conditioning + KSampler + VAE Decode.
+"""``--eta auto``: the edit workflow with Imagic Auto Eta in place of Interpolate Conditioning + the start's sampling
+(cli/start_graph.py) + VAE Decode.
 
 Whatever took the decoded edit (Save Image, a labelled grid) takes the chosen edit instead; a second Save Image
 writes the grid of every eta tried. The sampler settings, the negative prompt and the VAE are the workflow's.
@@ -9,6 +10,7 @@ import copy
 
 from ..core import defaults
 from ..core.auto_eta import DEFAULT_RULE
+from . import start_graph
 from .edit_prompt import PromptError, nodes_of, one
 
 AUTO_ETA = "ImagicAutoEta"
@@ -26,27 +28,34 @@ def _fed_by(prompt: dict, source: str, class_type: str) -> str:
 
 
 def use_auto_eta(prompt: dict, prefix: str) -> dict:
-    """A copy of ``prompt`` that samples Imagic Auto Eta's default etas and keeps the one it chooses."""
+    """A copy of ``prompt`` that samples Imagic Auto Eta's default etas from the workflow's start and keeps the
+    one it chooses."""
     out = copy.deepcopy(prompt)
     optimize, tune = one(out, "ImagicOptimizeEmbedding"), one(out, "ImagicFinetuneUNet")
     mix = one(out, "ImagicInterpolateConditioning")
-    sampler = _fed_by(out, mix, "KSampler")
+    try:
+        found = start_graph.find(out)
+    except ValueError as e:
+        raise PromptError(f"--eta auto: {e}") from e
+    sampler, s, start = found.node, found.sampling, found.start
     decode = _fed_by(out, sampler, "VAEDecode")
-    s, o = out[sampler]["inputs"], out[optimize]["inputs"]
+    o = out[optimize]["inputs"]
     node = str(max(int(k) for k in out if k.isdigit()) + 1)
     out[node] = {"class_type": AUTO_ETA, "_meta": {"title": "Imagic Auto Eta"}, "inputs": {
         "model": o["model"], "finetuned_model": [tune, 0], "optimized": [optimize, 0],
-        "target": o["conditioning"], "negative": s["negative"], "latent": o["latent"],
+        "target": o["conditioning"], "negative": found.links["negative"], "latent": o["latent"],
         "vae": out[decode]["inputs"]["vae"], **defaults.AUTO_ETA,
-        "rule": DEFAULT_RULE, "seed": s["seed"], "steps": s["steps"], "cfg": s["cfg"],
-        "sampler_name": s["sampler_name"], "scheduler": s["scheduler"]}}
+        "rule": DEFAULT_RULE, "seed": s.seed, "steps": s.steps, "cfg": s.cfg,
+        "sampler_name": s.sampler_name, "scheduler": s.scheduler, "start": start.kind,
+        "strength": start.strength}}
     # the decoded edit -> the chosen image; its latent -> latent; the eta Interpolate output -> the chosen eta
     moved = {(decode, 0): [node, 0], (sampler, 0): [node, 1], (mix, 1): [node, 3]}
     for other in out.values():
         for name, value in other["inputs"].items():
             if isinstance(value, list) and len(value) == 2 and (str(value[0]), value[1]) in moved:
                 other["inputs"][name] = list(moved[(str(value[0]), value[1])])
-    for gone in (mix, sampler, decode):
+    out = start_graph.without_start(out, found)
+    for gone in (mix, decode):
         del out[gone]
     for saver in nodes_of(out, "ImagicSaveFinetune"):
         out[saver]["inputs"]["suggested_eta"] = [node, 3]  # the chosen eta

@@ -45,7 +45,7 @@ from ..demo.shapes_demo import (
     write_demo_scene,
     write_side_by_side,
 )
-from . import comfy_host
+from . import comfy_host, start_graph
 from .auto_eta_prompt import score_table, use_auto_eta
 from .edit_inputs import (
     InputError,
@@ -151,6 +151,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help=f"fine-tune method (default {defaults.TUNE_METHOD})")
     how.add_argument("--sample-steps", type=int, help="KSampler steps (default: the workflow's: 50 SD 1.x/2.x, 25 "
                                                       "SDXL, 28 SD3, 20 Flux)")
+    how.add_argument("--start", choices=list(defaults.STARTS),
+                     help=f"where the edit's sampling starts (default {defaults.START}, the workflow's): noise (the "
+                          "paper's: an empty latent), photo (the photo's latent noised to --strength) or inversion "
+                          "(the photo run backwards to --strength's noise level by the fine-tuned model)")
+    how.add_argument("--strength", type=float,
+                     help=f"how far the photo start is noised or the inversion runs back, in (0, 1] (default "
+                          f"{defaults.STRENGTH:g}, the workflow's; 1 = pure noise)")
     how.add_argument("--seed", type=int, help="seed of the training and the sampler (default 0)")
     how.add_argument("--size", type=int, help="square working size in pixels (default: the workflow's: 512 SD "
                                               "1.x/2.x, 1024 SDXL, SD3 and Flux; 128 with --demo)")
@@ -185,6 +192,18 @@ def find_host(path: Path | None) -> Path:
         raise InputError("ComfyUI not found: pass --comfyui PATH, set COMFYUI_PATH, or install this pack in "
                          "ComfyUI/custom_nodes")
     return host
+
+
+def check_start(args) -> None:
+    """--strength in (0, 1] and not with --start noise (refused before ComfyUI starts)."""
+    if args.strength is None:
+        return
+    if not (math.isfinite(args.strength) and 0.0 < args.strength <= 1.0):
+        raise InputError(f"--strength {args.strength:g} is outside (0, 1]: 1 starts from pure noise, 0.5 halfway "
+                         "between the photo and noise")
+    if args.start == "noise":
+        raise InputError("--strength has no effect on --start noise: leave it out, or pass --start photo or "
+                         "--start inversion")
 
 
 def check_etas(etas: list | None) -> list | None:
@@ -375,7 +394,32 @@ def build_prompt(session: Headless, args, workflow: dict | None = None) -> dict:
                          f"{len(masks)}: leave out --workflow (--mask runs {MASKED}) or give a copy of {MASKED}")
     if args.mask is None and masks:
         raise InputError(f"this workflow edits inside a mask (it has a {MASK_LOADER}): give the mask with --mask FILE")
-    return apply_settings(prompt, settings_from(args))
+    return with_start(apply_settings(prompt, settings_from(args)), args)
+
+
+def with_start(prompt: dict, args) -> dict:
+    """``prompt`` sampling from --start at --strength (each defaults to the workflow's; checked by check_start)."""
+    if args.start is None and args.strength is None:
+        return prompt
+    try:
+        found = start_graph.find(prompt)
+        kind = args.start or found.start.kind
+        if kind == "noise":
+            strength = 1.0
+        elif args.strength is not None:
+            strength = args.strength
+        else:  # the workflow's, unless it started from noise
+            strength = found.start.strength if found.start.kind != "noise" else defaults.STRENGTH
+        if args.strength is not None and kind == "noise":
+            raise InputError("--strength has no effect on the workflow's noise start: pass --start photo or "
+                             "--start inversion too")
+        scale = nodes_of(prompt, "ImageScale")
+        size = (prompt[scale[0]]["inputs"]["width"], prompt[scale[0]]["inputs"]["height"]) if scale else None
+        return start_graph.set_start(prompt, start_graph.Start(kind, strength), size)
+    except InputError:
+        raise
+    except ValueError as e:
+        raise PromptError(f"--start/--strength: {e}") from e
 
 
 def stage_image(session: Headless, job: Job, number: int) -> str:
@@ -506,6 +550,7 @@ def check_mask_use(args, jobs: list[Job]) -> None:
 
 def run(args) -> int:
     args.eta = check_etas(args.eta)
+    check_start(args)
     host = find_host(args.comfyui)
     jobs = plan_jobs(args)
     workflow = load_workflow(args.workflow) if args.workflow is not None else None

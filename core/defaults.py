@@ -31,10 +31,17 @@ EARLY_STOP_DRAWS = 8
 HELDOUT_SEED = 1234  # the held-out draws of early stopping and of the tests' and benchmarks' reconstruction loss
 
 # Step C, Imagic Interpolate Conditioning (and the eta a saved fine-tune suggests)
-ETA = 0.8
+ETA = 1.5
+
+# Where step C's sampling starts (issue 19; nodes/starts.py, the templates' stock nodes, cli/edit.py --start):
+# "noise" (the paper's: an empty latent), "photo" (the input's latent noised to STRENGTH, KSampler's denoise) or
+# "inversion" (the input's latent run backwards to STRENGTH's noise level by the fine-tuned model with e_opt)
+STARTS = ("noise", "photo", "inversion")
+START = "photo"
+STRENGTH = 0.8
 
 # Imagic Auto Eta: the etas it tries (its rule's default is core/auto_eta.DEFAULT_RULE, beside the rules)
-AUTO_ETA = {"eta_min": 0.4, "eta_max": 1.0, "count": 7}
+AUTO_ETA = {"eta_min": 1.0, "eta_max": 2.0, "count": 5}
 
 # The paper's settings for Stable Diffusion (Kawar et al. 2022), quoted in tooltips and compared in the benchmarks
 PAPER = {"embed_steps": 1000, "embed_learning_rate": 2e-3, "tune_steps": 1500, "tune_learning_rate": 5e-7,

@@ -138,6 +138,7 @@ class Reading:
     size: float  # sqrt(object area) / side: 0 when there is no object
     background: float  # grey level (median of the non-object pixels)
     centre: tuple[float, float]  # (x, y) fraction of the side
+    background_spread: float = 0.0  # standard deviation of the grey level of the background away from the object
 
     def matches(self, colour: str, shape: str, position: str) -> dict[str, bool]:
         return {"colour": self.colour == colour, "shape": self.shape == shape, "position": self.position == position}
@@ -150,9 +151,10 @@ def read(image: np.ndarray) -> Reading:
     saturation = img.max(axis=2) - img.min(axis=2)
     mask = saturation > _SATURATION
     background = float(np.median(img[~mask].mean(axis=1))) if (~mask).any() else 0.0
+    spread = _background_spread(img, saturation)
     area = float(mask.mean())
     if area < _MIN_AREA:
-        return Reading(None, None, None, 0.0, background, (0.5, 0.5))
+        return Reading(None, None, None, 0.0, background, (0.5, 0.5), spread)
     # Soft coverage: a pixel's share of the object from its saturation relative to the object's own, so that
     # edges blurred or blocky (a decoder's) count by how much of the object they hold.
     full = float(np.percentile(saturation[mask], 90))
@@ -175,7 +177,25 @@ def read(image: np.ndarray) -> Reading:
     # sides are the widest row and the tallest column of the coverage (sums: robust to blurred edges)
     fill = cover.sum() / max(float(cover.sum(axis=1).max() * cover.sum(axis=0).max()), 1.0)
     shape = "square" if fill > 0.9 else "circle" if fill > 0.72 else "triangle"
-    return Reading(colour, shape, position, float(np.sqrt(area)), background, (float(cx), float(cy)))
+    return Reading(colour, shape, position, float(np.sqrt(area)), background, (float(cx), float(cy)), spread)
+
+
+_CLEAR = 0.05  # background spread: pixels at most this saturated ...
+_MARGIN = 4  # ... and this many pixels away from any more saturated one (the object's blurred edge)
+
+
+def _background_spread(img: np.ndarray, saturation: np.ndarray) -> float:
+    """The background's texture: the standard deviation of the grey level over the pixels clear of the object
+    (a flat render gives 0; a checker or mottle left by a sampler gives more)."""
+    near = saturation > _CLEAR
+    grown = near.copy()
+    for dy in range(-_MARGIN, _MARGIN + 1):
+        for dx in range(-_MARGIN, _MARGIN + 1):
+            grown |= np.roll(np.roll(near, dy, axis=0), dx, axis=1)
+    clear = ~grown
+    if clear.sum() < 16:
+        return 0.0
+    return float(img[clear].mean(axis=1).std())
 
 
 def true_size(scene: Scene) -> float:

@@ -7,7 +7,6 @@ import math
 import torch
 
 import comfy.samplers
-import nodes as comfy_nodes  # ComfyUI's nodes.py (the pack's own package is imported relatively)
 from comfy_api.latest import io, ui
 
 from ..core import defaults
@@ -22,6 +21,7 @@ from ..core.auto_eta import (
     scores_json,
 )
 from ..core.grid import labelled_row, pil_to_tensor, tensor_to_pils
+from . import starts
 from .comfy_model import check_channels, check_width, clean_latent, context_width
 from .conditioning_io import model_entries
 from .errors import fail
@@ -30,13 +30,11 @@ from .interpolate_conditioning import interpolated
 from .training_run import frozen_denoiser
 
 NODE_ID = "ImagicAutoEta"
-
-
-def sample(model, positive, negative, latent: dict, seed, steps, cfg, sampler_name, scheduler) -> torch.Tensor:
-    """One KSampler run from an empty latent of the input's shape (as the Imagic workflows sample)."""
-    empty = {"samples": torch.zeros_like(latent["samples"])}
-    return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                       empty, denoise=1.0)[0]["samples"]
+ANY_START = "every start"
+START_TOOLTIP = ("Where each candidate's sampling starts: noise (the paper's: an empty latent), photo (the input's "
+                 "latent noised to strength, as KSampler's denoise) or inversion (the input run backwards to "
+                 f"strength's noise level by the fine-tuned model with e_opt). '{ANY_START}': every eta from each "
+                 "of the three, scored together. Measured on the shapes benchmark (bench/RESULTS.md).")
 
 
 def score(model, latent: dict, outputs: list[torch.Tensor], etas: list[float], target, optimized, seed, draws):
@@ -138,6 +136,11 @@ class ImagicAutoEta(io.ComfyNode):
                 io.Int.Input("score_draws", default=32, min=1, max=1024, optional=True,
                              tooltip="Noise draws per score (the same draws for every eta); more is steadier "
                                      "and slower."),
+                io.Combo.Input("start", options=[*starts.KINDS, ANY_START], default=defaults.START, optional=True,
+                               tooltip=START_TOOLTIP),
+                io.Float.Input("strength", default=defaults.STRENGTH, min=0.05, max=1.0, step=0.05, optional=True,
+                               tooltip="How far the photo start is noised, or the inversion runs back (1 = all the "
+                                       "way to pure noise). Not used by the noise start."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The chosen edit, decoded."),
@@ -163,7 +166,8 @@ class ImagicAutoEta(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, finetuned_model, optimized, target, negative, latent, vae, eta_min, eta_max, count,
-                rule, seed, steps, cfg, sampler_name, scheduler, score_draws=32) -> io.NodeOutput:
+                rule, seed, steps, cfg, sampler_name, scheduler, score_draws=32, start=defaults.START,
+                strength=defaults.STRENGTH) -> io.NodeOutput:
         samples = latent.get("samples") if isinstance(latent, dict) else None
         if samples is None or samples.shape[0] != 1:
             raise fail(NODE_ID, "the latent must hold exactly one image (the Imagic input)",
@@ -172,18 +176,22 @@ class ImagicAutoEta(io.ComfyNode):
             raise error
         check_fit(model, finetuned_model, {"target": target, "optimized": optimized, "negative": negative}, latent,
                   vae)
-        etas = eta_candidates(eta_min, eta_max, count)
-        outputs = [sample(finetuned_model, interpolated(optimized, target, eta), negative, latent, seed, steps, cfg,
-                          sampler_name, scheduler) for eta in etas]
-        scores = score(model, latent, outputs, etas, target, optimized, seed, score_draws)
+        candidates = [(where, eta) for where in (starts.KINDS if start == ANY_START else (start,))
+                      for eta in eta_candidates(eta_min, eta_max, count)]
+        outputs = [starts.sample(where, strength, finetuned_model, interpolated(optimized, target, eta), negative,
+                                 optimized, latent, seed, steps, cfg, sampler_name, scheduler)
+                   for where, eta in candidates]
+        scores = score(model, latent, outputs, [eta for _, eta in candidates], target, optimized, seed, score_draws)
         chosen = choose(scores, rule)
         images = vae.decode(torch.cat(outputs))
         images = images.reshape((-1,) + tuple(images.shape[-3:]))
         tiles = tensor_to_pils(torch.cat([vae.decode(samples).reshape((-1,) + tuple(images.shape[-3:])), images]))
-        labels = ["input"] + [f"{'*' if i == chosen else ''}eta {s.eta:.2f} {s.text_gain:+.3f}"
-                              for i, s in enumerate(scores)]
+        named = start == ANY_START  # the start in each label when there are several
+        labels = ["input"] + [f"{'*' if i == chosen else ''}{candidates[i][0] + ' ' if named else ''}"
+                              f"eta {s.eta:.2f} {s.text_gain:+.3f}" for i, s in enumerate(scores)]
         grid = pil_to_tensor(labelled_row(tiles, labels))
-        report = scores_json(scores, chosen, rule)
+        report = {**scores_json(scores, chosen, rule), "start": candidates[chosen][0], "strength": strength,
+                  "starts": [where for where, _ in candidates]}
         shown = {**ui.PreviewImage(grid, cls=cls).as_dict(), "text": (score_table(scores, chosen),),
                  "imagic_auto_eta": [report]}  # the chart on the node (js/imagic_auto_eta_chart.js)
         return io.NodeOutput(images[chosen:chosen + 1], {"samples": outputs[chosen]}, grid, scores[chosen].eta,

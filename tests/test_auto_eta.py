@@ -79,11 +79,16 @@ def image(comfy):
     return write_input_image(comfy.base / "input", "auto_eta_input.png")
 
 
-def test_node_outputs_the_chosen_edit_of_the_stock_sampler(comfy, image):
-    comfy.run(auto_eta_graph(image))
+@pytest.mark.parametrize("start, strength", [("noise", 1.0), ("photo", 0.7), ("inversion", 0.9)])
+def test_node_outputs_the_chosen_edit_of_the_stock_sampler(comfy, image, start, strength):
+    """Every start samples inside the node exactly as the stock nodes do (cli/start_graph.py: KSampler from an
+    Empty Latent Image; KSampler with denoise on the photo's latent; BasicScheduler, FlipSigmas and two
+    SamplerCustom for the inversion): the chosen latent is theirs at that eta with the same seed."""
+    comfy.run(auto_eta_graph(image, start=start, strength=strength))
     report = json.loads(comfy.output("20", 4))
     etas = [s["eta"] for s in report["scores"]]
     assert etas == [0.0, 0.5, 1.0] and report["rule"] == "max_gain"
+    assert report["start"] == start and report["starts"] == [start] * 3
     chosen = report["chosen"]
     gains = [s["text_gain"] for s in report["scores"]]
     assert chosen == gains.index(max(gains)) and comfy.output("20", 3) == etas[chosen]
@@ -91,12 +96,21 @@ def test_node_outputs_the_chosen_edit_of_the_stock_sampler(comfy, image):
     assert image_out.shape[0] == 1 and grid.shape[0] == 1 and grid.shape[2] > 4 * image_out.shape[2]
     ui = comfy.executor.history_result["outputs"]["20"]
     assert ui["images"] and "<- chosen" in ui["text"][0] and ui["imagic_auto_eta"][0] == report
-    # the chosen latent is what the stock nodes sample at that eta with the same seed
+    sg = sub("cli.start_graph")
     stock = imagic_graph(image, eta=etas[chosen], sample_steps=4, **TUNE)
     stock["11"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
     stock["8"]["inputs"]["latent_image"] = ["11", 0]  # as the imagic_edit workflow samples
+    stock = sg.set_start(stock, sg.Start(start, strength))
     comfy.run(stock)
-    assert torch.equal(comfy.output("8")["samples"], latent)
+    assert torch.equal(comfy.output(sg.find(stock).node)["samples"], latent)
+
+
+def test_every_start_at_once_scores_each_eta_from_each_start(comfy, image):
+    comfy.run(auto_eta_graph(image, start="every start", count=2))
+    report = json.loads(comfy.output("20", 4))
+    assert report["starts"] == ["noise", "noise", "photo", "photo", "inversion", "inversion"], report
+    assert [s["eta"] for s in report["scores"]] == [0.0, 1.0] * 3
+    assert report["start"] == report["starts"][report["chosen"]]
 
 
 def test_the_input_itself_scores_below_zero(comfy, image):

@@ -44,6 +44,10 @@ def _cases(tmp_path):
         "eta nan": (["--demo", "--eta", "nan"], ["--eta nan is not a finite number"]),
         "eta inf": (["--demo", "--eta", "0.8", "inf"], ["--eta inf is not a finite number"]),
         "eta 100": (["--demo", "--eta", "100"], ["--eta 100 is outside -10 ... 10", "give an eta in that range"]),
+        "strength 0": (["--demo", "--strength", "0"], ["--strength 0 is outside (0, 1]", "pure noise"]),
+        "strength 1.5": (["--demo", "--start", "photo", "--strength", "1.5"], ["--strength 1.5 is outside (0, 1]"]),
+        "strength with noise": (["--demo", "--start", "noise", "--strength", "0.8"],
+                                ["--strength has no effect on --start noise", "--start photo"]),
         "20000 x 20000 image": (["--image", tmp_path / "huge.png", "--text", "a dog"],
                                 ["image too large", "huge.png", "400 megapixels", "scale it down"]),
         "--out is a file": (["--image", good, "--text", "a dog", "--out", tmp_path / "a_file"],
@@ -55,7 +59,8 @@ def _cases(tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", ["eta nan", "eta inf", "eta 100", "20000 x 20000 image", "--out is a file",
+@pytest.mark.parametrize("case", ["eta nan", "eta inf", "eta 100", "strength 0", "strength 1.5",
+                                  "strength with noise", "20000 x 20000 image", "--out is a file",
                                   "--out under a file", "--out not writable"])
 def test_bad_input_is_one_line_before_comfyui_starts(tmp_path, case):
     args, words = _cases(tmp_path)[case]
@@ -113,6 +118,25 @@ def test_auto_eta_labels_the_edit_with_the_chosen_eta(tmp_path):
         label = np.asarray(image.convert("RGB"))[:strip, 128 + grid.GAP:]
     assert np.array_equal(label, np.asarray(grid.label_strip(f"edit, eta {chosen:g}", 128, strip))), chosen
     assert not np.array_equal(label, np.asarray(grid.label_strip("edit, eta 0", 128, strip)))
+
+
+@pytest.mark.parametrize("start", [["--start", "inversion", "--strength", "0.9"], ["--start", "noise"]])
+def test_start_and_strength_reach_the_graph_that_ran(tmp_path, start):
+    """--start/--strength replace the workflow's start with cli/start_graph.py's stock nodes; the edit's PNG
+    carries the prompt that ran."""
+    out = tmp_path / "out"
+    result = run_edit("--demo", *start, "--eta", "0.8", *FEW, "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    prompt = embedded_prompt(out / "demo_eta0.80_00001_.png")
+    found = sub("cli.start_graph").find(prompt)
+    if start[1] == "inversion":
+        assert found.start.kind == "inversion" and found.start.strength == 0.9 and not found.start.guided
+        assert sorted(n["class_type"] for n in prompt.values() if "Sampler" in n["class_type"]) == [
+            "KSamplerSelect", "KSamplerSelect", "SamplerCustom", "SamplerCustom"]
+    else:
+        assert found.start == sub("cli.start_graph").Start("noise", 1.0)
+        latent = prompt[found.node]["inputs"]["latent_image"][0]
+        assert prompt[latent]["class_type"] == "EmptyLatentImage" and prompt[latent]["inputs"]["width"] == 128
 
 
 def test_a_16_bit_greyscale_png_is_read_as_its_grey_not_white(tmp_path):

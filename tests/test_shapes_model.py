@@ -182,22 +182,108 @@ def test_text_to_image_draws_held_out_captions(comfy):
     assert right["colour"] == right["position"] == len(world.HELD_OUT) and right["shape"] >= 6, right
 
 
+def add_starts(graph: dict) -> dict:
+    """The shapes edit graph sampled from the default start (node ``EDIT`` decoded by node 9), plus, from the same
+    training and eta: the paper's noise start (decoded by 31), SDEdit at the default strength (41), the inversion
+    at eta 0 (52), and Imagic Auto Eta from the default start (60) and from the noise start alone (61)."""
+    sg, d = sub("cli.start_graph"), sub("core.defaults")
+    graph = sg.set_start(graph, sg.Start(d.START, d.STRENGTH if d.START != "noise" else 1.0))
+    s = sampling()
+    settings = sg.Sampling(0, s["steps"], s["cfg"], s["sampler_name"], s["scheduler"])
+    links = {"model": ["6", 0], "negative": ["12", 0], "optimized": ["5", 0], "photo": ["4", 0], "empty": ["13", 0]}
+    noise = sg.add_start(graph, sg.Start("noise", 1.0), settings, positive=["7", 0], prefix="30", **links)
+    graph["40"] = {"class_type": "KSampler", "inputs": {  # SDEdit: the base model from the photo, target text
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["12", 0], "latent_image": ["4", 0], "seed": 0, **s,
+        "denoise": d.STRENGTH}}
+    graph["50"] = {"class_type": "ImagicInterpolateConditioning",
+                   "inputs": {"optimized": ["5", 0], "target": ["2", 0], "eta": 0.0}}
+    inverted = sg.add_start(graph, sg.Start("inversion", 1.0), settings, positive=["50", 0], prefix="50", **links)
+    for node, latent in (("31", noise), ("41", "40"), ("52", inverted)):
+        graph[node] = {"class_type": "VAEDecode", "inputs": {"samples": [latent, 0], "vae": ["1", 2]}}
+        graph[f"{node}p"] = {"class_type": "PreviewImage", "inputs": {"images": [node, 0]}}
+    auto = {"model": ["1", 0], "finetuned_model": ["6", 0], "optimized": ["5", 0], "target": ["2", 0],
+            "negative": ["12", 0], "latent": ["4", 0], "vae": ["1", 2], **d.AUTO_ETA,
+            "rule": sub("core.auto_eta").DEFAULT_RULE, "seed": 0, **s, "score_draws": 16}
+    graph["60"] = {"class_type": "ImagicAutoEta", "inputs": {**auto, "start": d.START, "strength": d.STRENGTH}}
+    graph["61"] = {"class_type": "ImagicAutoEta", "inputs": {**auto, "start": "noise", "eta_min": 0.4,
+                                                              "eta_max": 1.0}}  # Auto Eta before issue 19
+    for node in ("60", "61"):
+        graph[f"{node}p"] = {"class_type": "PreviewImage", "inputs": {"images": [node, 0]}}
+    return graph
+
+
 @pytest.fixture(scope="module")
 def edits(comfy):
-    """Per held-out input: the input's scene, the target, the Imagic edit's reading and text-to-image's readings
-    from the target text."""
+    """Per held-out input: the input's scene, the target, the Imagic edit's reading (default start and eta),
+    text-to-image's readings from the target text, and the readings of the other starts and baselines of
+    ``add_starts`` ({"noise", "sdedit", "inversion_eta0", "auto", "auto_noise"}), one training per input."""
     out = []
+    eta = sub("core.defaults").ETA
     for i, (source, seed, target) in enumerate(EDITS):
         image = save_input(comfy, source, seed, f"shapes_edit_{i}.png")
-        comfy.run(shapes_imagic_graph(image, world.caption(*target)))
+        comfy.run(add_starts(shapes_imagic_graph(image, world.caption(*target), eta=eta)))
         t2i = [world.read(p) for p in comfy.output("15").float().numpy()]
-        out.append((world.scene_for_seed(*source, seed), target, world.read(picture(comfy, "9")), t2i))
+        others = {name: world.read(picture(comfy, node)) for name, node in
+                  (("noise", "31"), ("sdedit", "41"), ("inversion_eta0", "52"), ("auto", "60"), ("auto_noise", "61"))}
+        others["inversion_eta0_pixels"] = picture(comfy, "52")
+        out.append((world.scene_for_seed(*source, seed), target, world.read(picture(comfy, "9")), t2i, others))
     return out
 
 
 def test_imagic_edits_reach_the_target_and_keep_the_rest(edits):
-    for scene, target, edit, _ in edits:
+    for scene, target, edit, *_ in edits:
         assert (edit.colour, edit.shape, edit.position) == target, (scene, target, edit)
+
+
+def unnamed_gaps(reading, scene, target) -> tuple[float, float]:
+    """|size - the input object's size in the shape drawn|, |background - the input's| (bench/edit_quality.py)."""
+    shape = reading.shape if reading.shape in world.SHAPES else target[1]
+    import dataclasses
+
+    return (abs(reading.size - world.true_size(dataclasses.replace(scene, shape=shape))),
+            abs(reading.background - scene.background))
+
+
+def test_the_default_start_keeps_size_and_background_closer_than_the_noise_start_and_sdedit(edits):
+    """Issue 19: sampled from the default start, the edit keeps the unnamed details (the object's size, the
+    background) closer to the input than the paper's start from noise and than SDEdit at the same strength, over
+    the held-out edits (mean gaps)."""
+    gaps = {"default": [], "noise": [], "sdedit": []}
+    for scene, target, edit, _, others in edits:
+        gaps["default"].append(unnamed_gaps(edit, scene, target))
+        gaps["noise"].append(unnamed_gaps(others["noise"], scene, target))
+        gaps["sdedit"].append(unnamed_gaps(others["sdedit"], scene, target))
+    mean = {k: np.mean(v, axis=0) for k, v in gaps.items()}
+    report = json.dumps({k: v.round(4).tolist() for k, v in mean.items()})
+    assert (mean["default"] < mean["noise"]).all() and (mean["default"] < mean["sdedit"]).all(), report
+
+
+INVERSION_BOUND = 0.02  # mean |pixel - input| of the decoded inversion at eta 0 (the VAE round trip: ~0.006)
+
+
+def test_the_inversion_at_eta_0_reproduces_the_input(edits):
+    """The fine-tuned model with e_opt, run backwards from the photo to pure noise and forwards again (stock
+    BasicScheduler, FlipSigmas, SamplerCustom), gives the photo back: same attributes, size and background within
+    the reader's tolerance, pixels within INVERSION_BOUND."""
+    for scene, _, _, _, others in edits:
+        back = others["inversion_eta0"]
+        assert (back.colour, back.shape, back.position) == (scene.colour, scene.shape, scene.position), back
+        assert abs(back.size - world.true_size(scene)) < 0.02 and abs(back.background - scene.background) < 0.02
+        error = float(np.abs(others["inversion_eta0_pixels"] - world.render(scene)).mean())
+        assert error < INVERSION_BOUND, error
+
+
+def test_auto_eta_from_the_default_start_is_never_worse_than_auto_eta_over_eta_alone(edits):
+    """Per held-out edit: the named attributes and unnamed details that Auto Eta's pick from the default start
+    gets right are at least as many as its pick from the paper's start alone (the node before issue 19)."""
+    def right(reading, scene, target):
+        size, background = unnamed_gaps(reading, scene, target)
+        named = sum(a == b for a, b in zip((reading.colour, reading.shape, reading.position), target, strict=True))
+        return named + (size <= 0.03) + (background <= 0.06)
+
+    for scene, target, _, _, others in edits:
+        assert right(others["auto"], scene, target) >= right(others["auto_noise"], scene, target), \
+            (scene, target, others["auto"], others["auto_noise"])
 
 
 def test_imagic_keeps_place_and_background_closer_than_text_to_image(edits):
@@ -210,7 +296,7 @@ def test_imagic_keeps_place_and_background_closer_than_text_to_image(edits):
         return np.nan if moved else place, abs(reading.background - scene.background)
 
     imagic, t2i = [], []
-    for scene, target, edit, pictures in edits:
+    for scene, target, edit, pictures, _ in edits:
         moved = target[2] != scene.position
         imagic.append(gaps(edit, scene, moved))
         t2i.append(np.mean([gaps(p, scene, moved) for p in pictures], axis=0))
