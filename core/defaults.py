@@ -16,6 +16,7 @@ TUNE_STEPS = 375
 TUNE_METHOD = "lora"
 LEARNING_RATE = {"lora": 1e-4, "full": 5e-7}  # per method; full: the paper's
 LORA_RANK = 8
+LORA_BLOCKS = "all"  # which layers the fine-tune trains (core.blocks.CHOICES): all = every linear/conv weight
 METHOD_DEFAULT = 0.0  # a learning rate of 0 means the method's default (LEARNING_RATE)
 
 # Both training nodes: stop when converged (core.training.EarlyStop). Every EARLY_STOP_EVERY steps the loss on

@@ -10,7 +10,9 @@ Torch-only (no ComfyUI import), so it is testable without a host. Layout of a fi
   each tensor the entry carries (``pooled_output`` ...), in their own dtype. ComfyUI's stock LoRA loader
   does not know the ``imagic.`` keys: it skips them with one "lora key not loaded" log line each (two
   for a prompt encoded by CLIP Text Encode), and applies the rest.
-* safetensors metadata (strings), all under ``imagic.``: see ``build_metadata``.
+* safetensors metadata (strings), all under ``imagic.``: see ``build_metadata``. ``imagic.lora_blocks`` (the
+  part of the network the fine-tune covers, ``core.blocks``) is absent from files saved before it existed:
+  those covered every layer (``FinetuneInfo.lora_blocks`` reads them as ``all``).
 
 Nothing here ever unpickles: the file is read with safetensors by the caller, this module only
 interprets the tensors and the metadata.
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .defaults import LORA_BLOCKS
 from .lora import svd_extract
 
 FORMAT = "imagic-finetune"
@@ -280,16 +283,23 @@ class FinetuneInfo:
     suggested_eta: float
     e_opt_layout: list[dict]
     digest: str
-    training: dict = field(default_factory=dict)  # the optional imagic.* numbers, parsed
+    training: dict = field(default_factory=dict)  # the optional imagic.* numbers (and lora_blocks), parsed
+
+    @property
+    def lora_blocks(self) -> str:
+        """The part of the network the fine-tune covers; files saved before the choice existed: every layer."""
+        return self.training.get("lora_blocks", LORA_BLOCKS)
 
 
-# Optional numbers: metadata key (without "imagic.") -> type.
+# Optional values: metadata key (without "imagic.") -> type (numbers stored as their repr, strings as they are).
 TRAINING_FIELDS = {
     "embedding_steps": int, "embedding_learning_rate": float, "embedding_seed": int,
     "finetune_steps": int, "finetune_learning_rate": float, "finetune_seed": int,
     "lora_rank": int, "svd_rank": int,
     # the steps that actually trained (fewer than *_steps when early stopping found the loss converged)
     "embedding_steps_trained": int, "finetune_steps_trained": int,
+    # the part of the network the fine-tune covers (Imagic Finetune UNet's lora_blocks, core.blocks.CHOICES)
+    "lora_blocks": str,
 }
 
 
@@ -312,7 +322,7 @@ def build_metadata(*, method: str, storage: str, fingerprint: dict, model_family
     for name, kind in TRAINING_FIELDS.items():
         value = (training or {}).get(name)
         if value is not None:
-            meta[f"{META}{name}"] = repr(kind(value))
+            meta[f"{META}{name}"] = str(value) if kind is str else repr(kind(value))
     return meta
 
 

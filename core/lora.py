@@ -10,6 +10,7 @@ weight, conv(x, W + up·down) = conv(x, W) + conv1x1(conv(x, down), up): applyin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,12 +48,14 @@ class Lora(torch.nn.Module):
         return output + self(layer, args[0])
 
 
-def attach(root: torch.nn.Module, rank: int, seed: int) -> dict[str, Lora]:
-    """A ``Lora`` on every adaptable layer under ``root`` (hooked in place), by module name; seeded init."""
+def attach(root: torch.nn.Module, rank: int, seed: int,
+           keep: Callable[[str], bool] | None = None) -> dict[str, Lora]:
+    """A ``Lora`` on every adaptable layer under ``root`` (hooked in place), by module name; seeded init (drawn in
+    module order). ``keep``: which module names to adapt (``core.blocks.chooser``); None = every one."""
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     adapters = {}
     for name, module in root.named_modules():
-        if adaptable(module):
+        if adaptable(module) and (keep is None or keep(name)):
             adapters[name] = Lora(module, rank, generator)
             module.register_forward_hook(adapters[name].hook)
     return adapters

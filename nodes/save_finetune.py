@@ -16,16 +16,18 @@ from .errors import fail
 from .families import family_name
 from .finetune_paths import PREFIX_FIX, loras_folder, prefix_problem, save_path, write_atomic
 from .prompt_graph import graph_settings
-from .training_run import steps_trained
+from .training_run import steps_trained, trained_blocks
 
 NODE_ID = "ImagicSaveFinetune"
 LOG = logging.getLogger("comfyui-imagic")
 
 
-def trained_steps(optimized, lora) -> dict[str, int]:
-    """The steps that trained e_opt and the fine-tune, as the training nodes marked their outputs (early stopping
-    may have ended them before their ``steps``); nothing for values that did not come from them."""
-    found = {"embedding_steps_trained": steps_trained(optimized), "finetune_steps_trained": steps_trained(lora)}
+def trained_with(optimized, lora) -> dict:
+    """The steps that trained e_opt and the fine-tune, and the blocks the fine-tune covers, as the training nodes
+    marked their outputs (early stopping may have ended them before their ``steps``); nothing for values that did
+    not come from them."""
+    found = {"embedding_steps_trained": steps_trained(optimized), "finetune_steps_trained": steps_trained(lora),
+             "lora_blocks": trained_blocks(lora)}
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -125,7 +127,7 @@ class ImagicSaveFinetune(io.ComfyNode):
         tensors, metadata, dropped = fmt.build_file(
             lora, optimized, storage=full_storage, svd_rank=svd_rank, fingerprint=model_fingerprint(model),
             model_family=family_name(model), target_text=text, suggested_eta=suggested_eta,
-            training={**settings.training, **trained_steps(optimized, lora)}, on_step=on_step)
+            training={**settings.training, **trained_with(optimized, lora)}, on_step=on_step)
         if dropped:
             LOG.warning("%s: these e_opt entry keys are not plain data and are not saved: %s", NODE_ID,
                         ", ".join(dropped))

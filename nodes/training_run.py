@@ -61,22 +61,34 @@ class TrainedList(list):
 
 
 class TrainedDict(dict):
-    """A LORA_MODEL that carries how many steps trained it, for Imagic Save Finetune's metadata."""
+    """A LORA_MODEL that carries how many steps trained it and which blocks (``lora_blocks``), for Imagic Save
+    Finetune's metadata."""
 
     steps_trained: int
+    lora_blocks: str
 
 
-def with_steps_trained(value: list | dict, losses: list[float]) -> TrainedList | TrainedDict:
+def with_steps_trained(value: list | dict, losses: list[float], *,
+                       lora_blocks: str | None = None) -> TrainedList | TrainedDict:
     """``value`` marked with the number of steps that trained it (one loss per step; fewer than ``steps`` when
-    early stopping ended the training): downstream nodes get the same object from ComfyUI's cache."""
+    early stopping ended the training) and, for a fine-tune, the blocks it covers: downstream nodes get the same
+    object from ComfyUI's cache."""
     out = TrainedList(value) if isinstance(value, list) else TrainedDict(value)
     out.steps_trained = len(losses)
+    if lora_blocks is not None:
+        out.lora_blocks = lora_blocks
     return out
 
 
 def steps_trained(value) -> int | None:
     """How many steps trained a training node's output, or None for a value from elsewhere."""
     return getattr(value, "steps_trained", None)
+
+
+def trained_blocks(value) -> str | None:
+    """The ``lora_blocks`` a fine-tune (Imagic Finetune UNet's ``lora`` output) covers, or None for a value from
+    elsewhere."""
+    return getattr(value, "lora_blocks", None)
 
 
 def stopped_at(losses: list[float], settings: TrainingSettings) -> int | None:

@@ -126,6 +126,7 @@ def test_metadata_describes_the_finetune(comfy, saved):
     assert int(meta["imagic.embedding_steps_trained"]) == FAST["embed_steps"]
     assert int(meta["imagic.finetune_steps_trained"]) == FAST["tune_steps"]
     assert int(meta["imagic.lora_rank"]) == 8
+    assert meta["imagic.lora_blocks"] == "all"  # the fine-tune's lora_blocks (tests/test_lora_blocks.py: others)
     fingerprint = json.loads(meta["imagic.base_fingerprint"])
     assert len(fingerprint["architecture"]) == 32 and len(fingerprint["sample"]) >= 64
     layout = json.loads(meta["imagic.e_opt"])

@@ -177,6 +177,19 @@ def test_metadata_round_trip_and_version_check():
         fmt.read_metadata({k: v for k, v in meta.items() if k != "imagic.e_opt"})
 
 
+def test_lora_blocks_is_stored_as_text_and_read_as_all_when_absent():
+    tensors, layout, _ = fmt.conditioning_to_tensors(conditioning()[:1])
+    meta = fmt.build_metadata(method="lora", storage="lora", fingerprint={"architecture": "x", "sample": [1.0]},
+                              model_family="SD15", target_text="", suggested_eta=0.7, e_opt_layout=layout,
+                              digest=fmt.tensors_digest(tensors), training={"lora_blocks": "decoder", "lora_rank": 4})
+    assert meta["imagic.lora_blocks"] == "decoder" and meta["imagic.lora_rank"] == "4"
+    info = fmt.read_metadata(meta)
+    assert info.lora_blocks == "decoder" and info.training == {"lora_blocks": "decoder", "lora_rank": 4}
+    old = {k: v for k, v in meta.items() if k != "imagic.lora_blocks"}  # saved before the choice existed
+    assert fmt.read_metadata(old).lora_blocks == "all"
+    assert fmt.read_metadata(dict(meta, **{"imagic.lora_blocks": "later"})).lora_blocks == "later"  # as it says
+
+
 def test_digest_detects_any_change():
     tensors = {"a": torch.arange(6, dtype=torch.float32), "b": torch.ones(2, dtype=torch.bfloat16)}
     d = fmt.tensors_digest(tensors)
