@@ -93,6 +93,10 @@ ROWS = {
     # the node defaults with early stopping on / off whatever core/defaults.py says (issue 21)
     "early_stop": Row("node defaults, early stop on", "imagic", {"node_defaults": True, "early_stop": True}),
     "no_early_stop": Row("node defaults, early stop off", "imagic", {"node_defaults": True, "early_stop": False}),
+    # issue 19's forgetting: the node defaults with the LoRA on part of the network (Imagic Finetune UNet's
+    # lora_blocks; core/blocks.py)
+    **{f"lora_{part}": Row(f"node defaults, LoRA on {part}", "imagic", {"node_defaults": True, "lora_blocks": part})
+       for part in ("encoder", "decoder", "attention")},
     "community": imagic("community recipe (A 500 @1e-3, B full 1000 @2e-6, eta 1.2)", embed_steps=500,
                         embed_lr=1e-3, tune_steps=1000, tune_lr=2e-6, method="full", etas=[1.2]),
     "sdedit": Row("SDEdit", "sdedit", {"denoise": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}),
@@ -114,9 +118,11 @@ def row(key: str, pack) -> Row:
     lr = d.LEARNING_RATE[d.TUNE_METHOD]
     early = found.params.get("early_stop", d.EARLY_STOP)
     stop = f", early stop every {d.EARLY_STOP_EVERY}" if early else ""
+    blocks = found.params.get("lora_blocks")
+    extra = {"lora_blocks": blocks} if blocks else {}
     return imagic(f"{found.name} (A {a} @{d.EMBED_LEARNING_RATE:g}, B {d.TUNE_METHOD} {b} @{lr:g}{stop})",
                   embed_steps=a, embed_lr=d.EMBED_LEARNING_RATE, tune_steps=b, tune_lr=lr, method=d.TUNE_METHOD,
-                  rank=d.LORA_RANK, early_stop=early)
+                  rank=d.LORA_RANK, early_stop=early, **extra)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -129,8 +135,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cfg", type=float, help="default: the shapes model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--sampler", help="default: the shapes model's (SAMPLING)")
     p.add_argument("--scheduler", help="default: the shapes model's (SAMPLING)")
-    p.add_argument("--starts", nargs="+", default=["noise"],
-                   help="where the Imagic rows' sampling starts (cli/start_graph.py: Start.parse): noise photo:0.8 inversion ...")
+    p.add_argument("--starts", nargs="+", default=None,
+                   help="where the Imagic rows' sampling starts (cli/start_graph.py: Start.parse), e.g. noise "
+                        "photo:0.8 inversion (default: the node defaults' start, core/defaults.py)")
     p.add_argument("--no-auto", dest="auto", action="store_false", help="no Auto Eta rows (no scoring)")
     p.add_argument("--first-input", type=int, default=0, help="skip the held-out inputs before this one")
     p.add_argument("--score-draws", type=int, default=32)
@@ -144,7 +151,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="no run: the table of earlier runs' outputs.jsonl files (together)")
     args = p.parse_args(argv)
     args.rows = args.rows or DEFAULT_ROWS
-    args.starts = [start_graph.Start.parse(t) for t in args.starts]
+    args.starts = ([start_graph.Start.parse(t) for t in args.starts] if args.starts
+                   else [start_graph.Start()])  # the defaults' start and strength
     if args.quick:
         args.inputs, args.seeds = min(args.inputs, 2), args.seeds[:1]
     return args
@@ -291,6 +299,8 @@ def imagic_training(prompt: dict, p: dict, seed: int) -> None:
                               "steps": p["tune_steps"], "learning_rate": p["tune_lr"], "method": p["method"],
                               "lora_rank": p["rank"], "seed": seed, "low_memory": p["low_memory"],
                               "early_stop": p["early_stop"]}}
+    if "lora_blocks" in p:
+        prompt["6"]["inputs"]["lora_blocks"] = p["lora_blocks"]
 
 
 def run_imagic(runner: Runner, args, row: Row, image: str, text: str, seed: int, pack) -> tuple:

@@ -4,7 +4,8 @@ the masked edit (workflows/imagic_edit_masked.json: the edit only inside a mask,
 ``python -m cli.family_templates`` (from the pack's folder) rewrites all four; ``template_for_family`` names the one
 the headless edit should run for a loaded model's family (nodes/families.py ``family_name``).
 
-The Imagic settings (A 250 steps @ 2e-3, B lora 375 @ 1e-4, eta 0.8) were measured on the shapes benchmark, an
+The Imagic settings (A 250 steps @ 2e-3, B lora 375 @ 1e-4, eta 1.5 sampled from the photo's latent at denoise
+0.8) were measured on the shapes benchmark, an
 SD1-style model (bench/RESULTS.md); on SDXL, SD3 and Flux they are starting points, not measured. The loaders,
 sizes and sampler settings follow ComfyUI's own example workflows for each family.
 """
@@ -31,11 +32,12 @@ def template_for_family(family: str) -> str:
 
 
 STARTING_POINTS = (
-    "**Which settings are measured.** A (250 steps, 2e-3), B (lora, rank 8, 375 steps, 1e-4) and eta 0.8 were "
-    "measured on the shapes benchmark, an SD1-style model (bench/RESULTS.md). On {family} they are **starting "
-    "points**: this graph is tested only for its wiring (on a tiny random {family} model). The sampler settings "
-    "are ComfyUI's own {family} example's. If the edit loses your photo, raise B's steps; if it is too weak, "
-    "raise eta towards 1 or lower B's steps.")
+    "**Which settings are measured.** A (250 steps, 2e-3), B (lora, rank 8, 375 steps, 1e-4), eta 1.5 and the "
+    "start (the photo's latent at KSampler denoise 0.8) were measured on the shapes benchmark, an SD1-style model "
+    "(bench/RESULTS.md). On {family} they are **starting points**: this graph is tested only for its wiring (on a "
+    "tiny random {family} model). The sampler settings are ComfyUI's own {family} example's. If the edit loses "
+    "your photo, lower eta (the paper: 0.6 - 0.8) or denoise, or raise B's steps; if it is too weak, raise denoise "
+    "towards 1 or lower B's steps.")
 
 SPECS = {
     "sdxl": {
@@ -126,6 +128,16 @@ def _without(workflow: dict, node_ids) -> None:
                 item["link"] = None
 
 
+def _unlink(workflow: dict, target: int, slot: int) -> None:
+    """Drop the link into input ``slot`` of node ``target``."""
+    link_id = _node(workflow, target)["inputs"][slot]["link"]
+    workflow["links"] = [k for k in workflow["links"] if k[0] != link_id]
+    for n in workflow["nodes"]:
+        for out in n.get("outputs", []):
+            out["links"] = [i for i in out.get("links") or [] if i != link_id]
+    _node(workflow, target)["inputs"][slot]["link"] = None
+
+
 def _imagic_edit(name: str) -> dict:
     """imagic_edit.json without Auto Eta (its sampler settings are SD1.5's, and it samples the whole picture):
     the nodes, their links and their group; its id made from ``name``."""
@@ -148,7 +160,6 @@ def build(family: str) -> dict:
                                               f"## Imagic on {label}: edit a real photo with a sentence")
                                  + spec["intro"] + "\n\n" + rest)
     _node(w, 6)["widgets_values"][1:3] = [size, size]
-    _node(w, 14)["widgets_values"][0:2] = [size, size]
     _node(w, 15)["widgets_values"] = list(spec["sampler"])
     loader = _node(w, 4)
     # A note on the left: which settings are measured and which are starting points.
@@ -239,7 +250,7 @@ def build_masked() -> dict:
     photo, _, rest = text.partition("\n\n**Text:**")
     note["widgets_values"][0] = photo + "\n\n" + MASK_INTRO + "\n\n**Text:**" + rest
     note["size"] = [740, 300]
-    _without(w, (14,))  # the empty latent: the edit starts from the photo's
+    _unlink(w, 15, 3)  # the KSampler's latent: the photo's, through the noise mask (below)
     photo_size = _node(w, 6)["widgets_values"]
     load = _add_node(w, "LoadImageMask", (40, 860), (315, 330), [], [("MASK", "MASK")],
                      ["example_mask.png", "red", "image"], title="Load Image (as Mask): white = edit")

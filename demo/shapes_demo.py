@@ -19,7 +19,8 @@ SHAPES = "ImagicShapesCheckpoint"
 SOURCE = ("red", "circle", "left")  # held out of training (demo.shapes_world.HELD_OUT)
 SCENE_SEED = 100  # its background shade, size and jitter
 DEMO_TEXT = "a blue circle on the left"
-DEMO_ETAS = [defaults.ETA, 0.9, 1.0]  # the default and two stronger edits
+# a weaker edit, the default, a stronger one (the ends of Imagic Auto Eta's range)
+DEMO_ETAS = [defaults.AUTO_ETA["eta_min"], defaults.ETA, defaults.AUTO_ETA["eta_max"]]
 # The node defaults (core/defaults.py; bench/RESULTS.md, Edit quality: measured on this model) at 128 px, sampled as
 # the model's text-to-image (demo/shapes_checkpoint.py: SAMPLING).
 SETTINGS = {"size": 128, "embed_steps": defaults.EMBED_STEPS, "tune_steps": defaults.TUNE_STEPS}

@@ -68,7 +68,12 @@ def test_imagic_edit_uses_sd15_and_the_node_defaults():
     (tune,) = nodes(workflow, "ImagicFinetuneUNet")
     (interp,) = nodes(workflow, "ImagicInterpolateConditioning")
     assert embed["widgets_values"][:2] == [250, 0.002] and tune["widgets_values"][0] == 375
-    assert interp["widgets_values"] == [0.8]
+    assert interp["widgets_values"] == [sub("core.defaults").ETA]
+    # the edit starts from the photo's latent at the default strength (issue 19): KSampler on VAE Encode, denoise
+    (ksampler,) = nodes(workflow, "KSampler")
+    (latent,) = [k for k in workflow["links"] if k[3] == ksampler["id"] and k[4] == 3]
+    assert [n["type"] for n in workflow["nodes"] if n["id"] == latent[1]] == ["VAEEncode"]
+    assert ksampler["widgets_values"][-1] == sub("core.defaults").STRENGTH
     # the seed's control widget (the optional low_memory / batch_size widgets follow it): no retraining on every queue
     assert "fixed" in embed["widgets_values"] and "fixed" in tune["widgets_values"]
     (saver,) = nodes(workflow, "ImagicSaveFinetune")
@@ -80,8 +85,10 @@ def test_imagic_edit_uses_sd15_and_the_node_defaults():
 def test_eta_grid_samples_six_etas_from_one_finetune():
     workflow = load("imagic_eta_grid")
     assert len(nodes(workflow, "ImagicFinetuneUNet")) == 1
-    assert sorted(n["widgets_values"][0] for n in nodes(workflow, "ImagicInterpolateConditioning")) == [
-        0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert sorted(n["widgets_values"][0] for n in nodes(workflow, "ImagicInterpolateConditioning")) == GRID_ETAS
+
+
+GRID_ETAS = [0.8, 1.0, 1.25, 1.5, 1.75, 2.0]  # around the default eta, 1.5, from the default start
 
 
 def test_every_template_has_its_place_and_one_line_in_the_template_index():
@@ -179,9 +186,9 @@ def test_demo_runs_as_shipped_with_no_download(workflow_server, object_info):
     strip = round(GRID.font_size(128) * 1.6)
     assert sorted(i.size for i in saved_images(workflow_server, result)) == [(128, 128), (3 * 128 + 2 * GRID.GAP,
                                                                                           strip + 128)]
-    # issue 23, bug 6: C's eta changed to 0.9 and run again (A and B cached): the picture says 0.9, not 0.8
+    # issue 23, bug 6: C's eta changed to 0.9 and run again (A and B cached): the picture says 0.9, not the default
     (mix,) = [k for k, n in prompt.items() if n["class_type"] == "ImagicInterpolateConditioning"]
-    assert prompt[mix]["inputs"]["eta"] == 0.8
+    assert prompt[mix]["inputs"]["eta"] == sub("core.defaults").ETA
     prompt[mix]["inputs"]["eta"] = 0.9
     result = workflow_server.run_prompt(prompt)
     assert_success(result)
@@ -199,7 +206,7 @@ def test_eta_grid_runs_on_the_tiny_model_as_a_labelled_grid(workflow_server, obj
     workflow = load("imagic_eta_grid")
     (grid_node,) = nodes(workflow, "ImagicLabelledGrid")
     etas = sorted(n["widgets_values"][0] for n in nodes(workflow, "ImagicInterpolateConditioning"))
-    assert etas == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert etas == GRID_ETAS
     # each label follows its branch's eta widget (issue 23): "eta {eta}", fed by that branch's Interpolate node
     assert grid_node["widgets_values"] == ["input\n" + "\n".join("eta {eta}" for _ in etas), 4]
     prompt = api_prompt(workflow, object_info)
@@ -237,4 +244,4 @@ def test_reuse_runs_on_a_finetune_saved_by_imagic_edit(workflow_server, object_i
     assert saved_images(workflow_server, result)
     shown = sorted(text for out in result["outputs"].values() for text in out.get("text", []))
     (text,) = [n["widgets_values"][0] for n in edit["nodes"] if n.get("title") == "Target text (e_tgt)"]
-    assert shown == ["0.8", text]  # the Preview Any nodes: stored eta and text
+    assert shown == [str(sub("core.defaults").ETA), text]  # the Preview Any nodes: stored eta and text
