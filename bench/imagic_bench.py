@@ -8,7 +8,8 @@ download) on the same input: a random latent and a random CLIP-L-sized (1x77x768
 
 * A, embedding optimisation: ``ImagicOptimizeEmbedding.execute`` vs the reference's step A.
 * B, fine-tuning: ``ImagicFinetuneUNet.execute`` with ``method`` full and lora vs the reference's step B
-  (Adam on every UNet weight: the community pipeline's only method).
+  (Adam on every UNet weight: the community pipeline's only method). ``--blocks`` runs the lora row once per
+  ``lora_blocks`` choice (``all`` alone by default), labelled "B: finetune lora (decoder)" and so on.
 
 Our rows run once per ``low_memory`` setting. Each row runs in its own process (``--no-isolate``: all in
 this one, faster, but then peak RSS figures include what earlier rows left allocated) and reports the
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from ..core import blocks as parts
 from ..core import defaults
 from . import unet_pair
 
@@ -48,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     p.add_argument("--low-memory", choices=["on", "off", "both"], default="both", help="our rows' low_memory")
     p.add_argument("--stages", default="embed,full,lora", help="comma-separated: embed, full, lora")
+    p.add_argument("--blocks", nargs="+", choices=parts.CHOICES, default=[defaults.LORA_BLOCKS],
+                   help="the lora rows' lora_blocks, one row each (default: all)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-isolate", dest="isolate", action="store_false", help="all rows in this process")
     p.add_argument("--edit", choices=["auto", "on", "off"], default="auto",
@@ -107,13 +111,15 @@ def run_row(job: dict, args) -> dict:
             seconds, peak, _ = ours.edit(pack, model, latents, embedding, job["low_memory"], a, b, s, seed=args.seed)
             return dict(job, seconds=seconds, peak_bytes=peak.bytes, peak_kind=peak.kind)
         clock, peak, losses = ours.run(pack, job["stage"], model, latents, embedding, steps,
-                                       LEARNING_RATES[job["stage"]], job["low_memory"], args.seed)
+                                       LEARNING_RATES[job["stage"]], job["low_memory"], args.seed,
+                                       lora_blocks=job.get("blocks", defaults.LORA_BLOCKS))
     return dict(job, median_s=clock.median(args.warmup), peak_bytes=peak.bytes, peak_kind=peak.kind,
                 first_loss=losses[0], last_loss=losses[-1], steps=len(losses))
 
 
 def run_isolated(job: dict, argv: list[str]) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", json.dumps(job)]
+    launcher = Path(__file__).resolve().parents[1] / "cli" / "bench.py"  # the one way a benchmark runs
+    cmd = [sys.executable, str(launcher), "imagic_bench", *argv, "--worker", json.dumps(job)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
@@ -135,7 +141,9 @@ def plan(args) -> list[dict]:
     jobs = []
     for reference in dict.fromkeys(REFERENCE_OF[s] for s in stages):
         jobs.append({"stage": reference, "impl": "reference", "low_memory": None})
-    jobs += [{"stage": s, "impl": "ours", "low_memory": m} for s in stages for m in modes]
+    for s in stages:
+        for b in (dict.fromkeys(args.blocks) if s == "lora" else [None]):
+            jobs += [{"stage": s, "impl": "ours", "low_memory": m, **({"blocks": b} if b else {})} for m in modes]
     if args.edit == "on" or (args.edit == "auto" and args.device.startswith("cuda")):
         jobs += [{"stage": "edit", "impl": "ours", "low_memory": m} for m in modes]
     return jobs
@@ -152,9 +160,12 @@ def table(args, results: list[dict]) -> str:
              f"({kind}) | ours/reference |", "|---|---|---|---|---|---|"]
     order = ["embed", "finetune", "full", "lora"]
     rows = sorted((r for r in results if r["stage"] != "edit"),
-                  key=lambda r: (order.index(r["stage"]), r["impl"] != "reference", r["low_memory"] is False))
+                  key=lambda r: (order.index(r["stage"]), r["impl"] != "reference",
+                                 parts.CHOICES.index(r.get("blocks", defaults.LORA_BLOCKS)), r["low_memory"] is False))
     for r in rows:
         label = "A: embedding" if r["stage"] == "embed" else STAGES.get(r["stage"], "B: finetune (all weights)")
+        if "blocks" in r and (r["blocks"] != defaults.LORA_BLOCKS or len(args.blocks) > 1):
+            label += f" ({r['blocks']})"
         impl = "reference (diffusers)" if r["impl"] == "reference" else "ours (nodes)"
         mode = "–" if r["low_memory"] is None else ("on" if r["low_memory"] else "off")
         if "error" in r:

@@ -32,8 +32,8 @@ def _timed(call, device: torch.device):
 
 
 def run(pack, stage: str, model, latents: torch.Tensor, embedding: torch.Tensor, steps: int, learning_rate: float,
-        low_memory: bool, seed: int = 0):
-    """``stage``: 'embed' (Imagic Optimize Embedding), 'full' or 'lora' (Imagic Finetune UNet).
+        low_memory: bool, seed: int = 0, lora_blocks: str = defaults.LORA_BLOCKS):
+    """``stage``: 'embed' (Imagic Optimize Embedding), 'full' or 'lora' (Imagic Finetune UNet, on ``lora_blocks``).
 
     ``latents`` are in the model's space (as the reference uses them); the node gets them as a VAE Encode
     output. Returns the step clock (the first tick is the end of step 1: setup time counts in it), the peak
@@ -47,7 +47,8 @@ def run(pack, stage: str, model, latents: torch.Tensor, embedding: torch.Tensor,
             node = pack("nodes.optimize_embedding").ImagicOptimizeEmbedding
             return node.execute(model, cond, latent, steps, learning_rate, seed, low_memory=low_memory)
         node = pack("nodes.finetune_unet").ImagicFinetuneUNet
-        return node.execute(model, cond, latent, steps, learning_rate, stage, 8, seed, low_memory=low_memory)
+        return node.execute(model, cond, latent, steps, learning_rate, stage, defaults.LORA_RANK, seed,
+                            low_memory=low_memory, lora_blocks=lora_blocks)
 
     clock, peak, out = _timed(call, latents.device)
     return clock, peak, out.result[-1]["loss"]

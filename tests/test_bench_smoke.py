@@ -20,15 +20,16 @@ def test_benchmark_runs_every_row_and_prints_the_table():
     pytest.importorskip("diffusers")
     cmd = [sys.executable, str(ROOT / "cli" / "bench.py"), "imagic_bench", "--model", "mini", "--size", "8",
            "--steps", "1", "--warmup", "1", "--threads", "1", "--no-isolate", "--edit", "on",
-           "--edit-steps", "2", "2", "2"]
+           "--edit-steps", "2", "2", "2", "--blocks", "all", "decoder"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, COMFYUI_PATH=str(HOST)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "| stage | implementation | low_memory | s/step (median) |" in out and "ours/reference |" in out
-    for stage in ("A: embedding", "B: finetune (all weights)", "B: finetune full", "B: finetune lora"):
+    for stage in ("A: embedding", "B: finetune (all weights)", "B: finetune full", "B: finetune lora (all)",
+                  "B: finetune lora (decoder)"):
         assert f"| {stage} |" in out, out
-    assert out.count("| ours (nodes) |") == 8  # 3 stages x 2 modes + the whole edit in 2 modes
+    assert out.count("| ours (nodes) |") == 10  # 3 stages x 2 modes, lora decoder in 2, the whole edit in 2
     assert "failed" not in out, out
 
 
