@@ -32,7 +32,7 @@ Columns (the reader of ``demo.shapes_world`` on the decoded output):
 
 Rates come with a 95 % Wilson interval, seconds with a 95 % normal interval of the mean. Every output's
 readings go to ``--out``/outputs.jsonl, the table to stdout and ``--out``/table.md, and a picture grid
-(input | SDEdit 0.6 | Imagic at several eta | auto) to ``--out``/grid.png.
+(input | SDEdit at the default strength | Imagic at several starts and eta | auto) to ``--out``/grid.png.
 """
 from __future__ import annotations
 
@@ -473,7 +473,7 @@ def score_separation(records: list[dict]) -> list[str]:
         pairs, seen = [], set()
         for r in records:
             if (r.get("base") or r["row"].rsplit(", auto (", 1)[0]) != base or ", auto (" not in r["row"] \
-                    or (r["edit"], r["seed"]) in seen:
+                    or (r["edit"], r["seed"]) in seen or not r.get("scores"):  # stored once per edit and seed
                 continue
             seen.add((r["edit"], r["seed"]))
             for s in r["scores"]:
@@ -596,13 +596,15 @@ def main(argv=None) -> int:
 
 
 def write_grid(pictures: dict, records: list[dict], grid, path: Path, rule: str) -> None:
-    """One row per edit (first seed): input | SDEdit 0.6 | the first Imagic row at each eta | its auto choice."""
+    """One row per edit (first seed): input | SDEdit at the default strength | the first Imagic row at each start
+    and eta | its auto choice."""
     from PIL import Image
 
     labels_in_order = list(dict.fromkeys(r["row"] for r in records))
     imagic_rows = [r for r in labels_in_order if ", eta " in r]
     first = imagic_rows[0].rsplit(", eta ", 1)[0] if imagic_rows else None
-    columns = ["input"] + [r for r in labels_in_order if r.startswith("SDEdit 0.6")]
+    sdedit = f"SDEdit {start_graph.Start().strength:g}"
+    columns = ["input"] + [r for r in labels_in_order if r == sdedit]
     if first:
         columns += [r for r in imagic_rows if r.startswith(first)]
         columns += [r for r in labels_in_order if r.startswith(f"{first}, auto ({rule})")]

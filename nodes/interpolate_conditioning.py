@@ -45,15 +45,18 @@ class ImagicInterpolateConditioning(io.ComfyNode):
             description=(
                 "Imagic step C. Mixes the optimised embedding and the target text: eta * target + (1 - eta) * "
                 "optimized, on the token embeddings and on pooled_output. eta 0 reconstructs the input image, eta 1 "
-                "follows the text; the paper uses 0.6-0.8. Values outside [0, 1] extrapolate. Other keys come from "
-                "the target."),
+                "follows the text; the paper uses 0.6-0.8 sampling from an empty latent. Values outside [0, 1] "
+                "extrapolate. Other keys come from the target. Where sampling starts matters as much (issue 19): "
+                f"the default eta ({defaults.ETA:g}) was measured sampling from the photo's latent (KSampler on "
+                f"the photo's VAE Encode, denoise {defaults.STRENGTH:g})."),
             inputs=[
                 io.Conditioning.Input("optimized", tooltip="e_opt, from Imagic Optimize Embedding."),
                 io.Conditioning.Input("target", tooltip="e_tgt, the target text encoding (it may be a new text of the "
                                                         "same token length)."),
                 io.Float.Input("eta", default=defaults.ETA, min=-10.0, max=10.0, step=0.01,
-                               tooltip="0 = reconstruct the input, 1 = the target text; paper: 0.6-0.8. Outside "
-                                       "[0, 1] extrapolates."),
+                               tooltip="0 = reconstruct the input, 1 = the target text, above 1 goes past it. "
+                                       f"Default {defaults.ETA:g} with the KSampler starting from the photo's latent "
+                                       f"(denoise {defaults.STRENGTH:g}); the paper: 0.6-0.8 from an empty latent."),
             ],
             outputs=[io.Conditioning.Output(tooltip="eta * target + (1 - eta) * optimized, for the sampler's positive "
                                                     "input."),

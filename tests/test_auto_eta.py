@@ -237,7 +237,7 @@ def test_cli_eta_auto_writes_the_chosen_edit_the_grid_and_saves_the_chosen_eta(t
     chosen = [line for line in result.stdout.splitlines() if line.endswith("<- chosen")]
     assert len(chosen) == 1, result.stdout
     with Image.open(out / "demo_auto_grid_00001_.png") as grid, Image.open(out / "demo_auto_00001_.png") as edit:
-        assert grid.width > 7 * edit.width  # input + 7 etas
+        assert grid.width > (sub("core.defaults").AUTO_ETA["count"] + 1) * edit.width  # input + every eta
     import safetensors
 
     with safetensors.safe_open(out / "demo_finetune_00001_.safetensors", "pt") as f:
