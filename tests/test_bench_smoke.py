@@ -42,13 +42,16 @@ def test_edit_quality_benchmark_runs_and_summarises_its_own_outputs_alike(tmp_pa
     script = [str(ROOT / "cli" / "bench.py"), "edit_quality"]
     env = dict(os.environ, COMFYUI_PATH=str(HOST))
     cmd = [sys.executable, *script, "--quick", "--inputs", "1", "--seeds", "0", "--rows", "imagic_full", "sdedit",
-           "--etas", "0.5", "1.0", "--out", str(tmp_path / "run")]
+           "--etas", "0.5", "1.0", "--starts", "noise", "photo:0.8", "--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = (tmp_path / "run" / "outputs.jsonl").read_text().splitlines()
-    assert len(records) == 3 * (2 + 4 + 3)  # 3 edits x (2 etas + 4 auto-eta rules + SDEdit at 3 strengths)
+    # 3 edits x (2 starts x 2 etas + 4 Auto Eta rules x (each start + both starts) + SDEdit at 6 strengths)
+    assert len(records) == 3 * (2 * 2 + 4 * 3 + 6)
     table = (tmp_path / "run" / "table.md").read_text()
-    assert "| Imagic full (A 100, B 300 @1e-4), eta 0.5 | 3 |" in table and "| SDEdit 0.6 | 3 |" in table, table
+    for row in ("Imagic full (A 100, B 300 @1e-4), eta 0.5", "Imagic full (A 100, B 300 @1e-4), photo 0.8, eta 1",
+                "Imagic full (A 100, B 300 @1e-4), any start, auto (max_gain)", "SDEdit 0.8"):
+        assert f"| {row} | 3 |" in table, (row, table)
     assert (tmp_path / "run" / "grid.png").stat().st_size > 0
     again = subprocess.run([sys.executable, *script, "--summarise", str(tmp_path / "run" / "outputs.jsonl"),
                             "--out", str(tmp_path / "again")], capture_output=True, text=True, timeout=120, env=env)
