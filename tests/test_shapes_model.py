@@ -203,7 +203,7 @@ def add_starts(graph: dict) -> dict:
         graph[f"{node}p"] = {"class_type": "PreviewImage", "inputs": {"images": [node, 0]}}
     auto = {"model": ["1", 0], "finetuned_model": ["6", 0], "optimized": ["5", 0], "target": ["2", 0],
             "negative": ["12", 0], "latent": ["4", 0], "vae": ["1", 2], **d.AUTO_ETA,
-            "rule": sub("core.auto_eta").DEFAULT_RULE, "seed": 0, **s, "score_draws": 16}
+            "rule": sub("core.auto_eta").DEFAULT_RULE, "seed": 0, **s, "score_draws": 16, "count": 3}
     graph["60"] = {"class_type": "ImagicAutoEta", "inputs": {**auto, "start": d.START, "strength": d.STRENGTH}}
     graph["61"] = {"class_type": "ImagicAutoEta", "inputs": {**auto, "start": "noise", "eta_min": 0.4,
                                                               "eta_max": 1.0}}  # Auto Eta before issue 19
