@@ -29,7 +29,8 @@ def test_auto_eta_returns_the_edit_its_rule_chose(comfy, monkeypatch, rule, gain
     node = sub("nodes.auto_eta")
     # the candidate at eta e is a latent full of e (from the interpolated conditioning), so every output names
     # the candidate it is
-    monkeypatch.setattr(node, "sample", lambda model, positive, *a: positive[0][0].mean().expand(1, 4, 2, 2).clone())
+    monkeypatch.setattr(node.starts, "sample",
+                        lambda start, strength, model, positive, *a: positive[0][0].mean().expand(1, 4, 2, 2).clone())
     distances = [0.0, 0.1, 0.4, 0.9]
 
     def score(model, latent, outputs, etas, target, optimized, seed, draws):

@@ -5,6 +5,7 @@ import pytest
 
 from conftest import HOST, NO_HOST
 from graphs import imagic_graph, write_input_image
+from pack import sub
 
 pytestmark = pytest.mark.skipif(HOST is None, reason=NO_HOST)
 
@@ -32,7 +33,7 @@ def test_object_info_lists_the_nodes_with_tooltips(server):
         assert all(node["output_tooltips"]), node_id
     assert info["ImagicOptimizeEmbedding"]["input"]["required"]["steps"][1]["default"] == 250
     assert info["ImagicFinetuneUNet"]["input"]["required"]["steps"][1]["default"] == 375
-    assert info["ImagicInterpolateConditioning"]["input"]["required"]["eta"][1]["default"] == 0.8
+    assert info["ImagicInterpolateConditioning"]["input"]["required"]["eta"][1]["default"] == sub("core.defaults").ETA
 
 
 def test_prompt_runs_the_whole_edit(server):
