@@ -16,6 +16,7 @@ import torch
 import comfy.sample
 import comfy.samplers
 import nodes as comfy_nodes  # ComfyUI's nodes.py (the pack's own package is imported relatively)
+from comfy_extras.nodes_custom_sampler import BasicScheduler, FlipSigmas
 
 from ..core import defaults
 
@@ -24,10 +25,8 @@ INVERSION_SAMPLER = "euler"  # the deterministic first-order step: DDIM inversio
 
 
 def sigmas(model, scheduler: str, steps: int, strength: float) -> torch.Tensor:
-    """BasicScheduler's sigmas (as KSampler's denoise): the last ``steps`` of ``steps / strength``."""
-    total = steps if strength >= 1.0 else int(steps / strength)
-    return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, total).cpu()[
-        -(steps + 1):]
+    """The stock BasicScheduler's sigmas (as KSampler's denoise: the last ``steps`` of ``steps / strength``)."""
+    return BasicScheduler().get_sigmas(model, scheduler, steps, strength)[0]
 
 
 def _custom(model, cfg, sampler_name, sigmas_, positive, negative, samples, seed) -> torch.Tensor:
@@ -38,10 +37,9 @@ def _custom(model, cfg, sampler_name, sigmas_, positive, negative, samples, seed
 
 def invert(model, optimized, negative, samples: torch.Tensor, steps: int, scheduler: str, strength: float,
            seed: int = 0) -> torch.Tensor:
-    """The input latent at the noise level of ``strength``, by the model's own ODE backwards (cfg 1, e_opt)."""
-    flipped = sigmas(model, scheduler, steps, strength).flip(0)
-    if flipped[0] == 0:
-        flipped[0] = 0.0001  # as FlipSigmas
+    """The input latent at the noise level of ``strength``, by the model's own ODE backwards (cfg 1, e_opt): the
+    stock FlipSigmas of those sigmas."""
+    flipped = FlipSigmas().get_sigmas(sigmas(model, scheduler, steps, strength))[0]
     return _custom(model, 1.0, INVERSION_SAMPLER, flipped, optimized, negative, samples, seed)
 
 

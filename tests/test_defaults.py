@@ -19,9 +19,7 @@ NODE_DEFAULTS = {defaults.EMBED_STEPS, defaults.TUNE_STEPS, defaults.EMBED_LEARN
 # Also the paper's steps; but not in bench/, whose rows are other recipes on purpose (1e-4 full, 0.8 SDEdit...)
 BENCH_LITERALS = {defaults.EMBED_STEPS, defaults.TUNE_STEPS, defaults.EMBED_LEARNING_RATE,
                   defaults.PAPER["tune_learning_rate"]}
-# Numbers that equal a default by chance: a group's y position in the templates (not a step count); FlipSigmas'
-# first sigma in place of 0 (not a learning rate)
-LAYOUT = {"cli/family_templates.py": {250}, "nodes/starts.py": {1e-4}}
+LAYOUT = {"cli/family_templates.py": {250}}  # a group's y position in the templates, not a step count
 
 
 def numbers_in(path) -> list[tuple[int, float]]:
