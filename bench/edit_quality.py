@@ -93,6 +93,8 @@ ROWS = {
     # the node defaults with early stopping on / off whatever core/defaults.py says (issue 21)
     "early_stop": Row("node defaults, early stop on", "imagic", {"node_defaults": True, "early_stop": True}),
     "no_early_stop": Row("node defaults, early stop off", "imagic", {"node_defaults": True, "early_stop": False}),
+    # issue 21's time-to-quality: the node defaults with half of their A and B steps
+    "half_steps": Row("node defaults, half the steps", "imagic", {"node_defaults": True, "steps_scale": 0.5}),
     # issue 19's forgetting: the node defaults with the LoRA on part of the network (Imagic Finetune UNet's
     # lora_blocks; core/blocks.py)
     **{f"lora_{part}": Row(f"node defaults, LoRA on {part}", "imagic", {"node_defaults": True, "lora_blocks": part})
@@ -115,6 +117,8 @@ def row(key: str, pack) -> Row:
     d = pack("core.defaults")
     paper = found.params.get("paper_steps")
     a, b = (d.PAPER["embed_steps"], d.PAPER["tune_steps"]) if paper else (d.EMBED_STEPS, d.TUNE_STEPS)
+    scale = found.params.get("steps_scale", 1)
+    a, b = round(a * scale), round(b * scale)
     lr = d.LEARNING_RATE[d.TUNE_METHOD]
     early = found.params.get("early_stop", d.EARLY_STOP)
     stop = f", early stop every {d.EARLY_STOP_EVERY}" if early else ""
