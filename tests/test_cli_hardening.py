@@ -157,9 +157,10 @@ def test_a_16_bit_greyscale_png_is_read_as_its_grey_not_white(tmp_path):
 
 
 def test_one_ctrl_c_stops_within_a_training_step_and_writes_nothing(tmp_path):
-    """One SIGINT during Imagic Finetune UNet: exit 130 within a few seconds (a step of the shapes model takes
+    """One SIGINT during Imagic Finetune UNet: exit 130 before B's last step (a step of the shapes model takes
     milliseconds), no fine-tune, no edit, nothing in --out. (Before: training ran to its end, the fine-tune and
-    the first edit were written, then 130.)"""
+    the first edit were written, then 130.) No bound in seconds: on a loaded machine the interpreter's exit
+    alone took over 5 s; the progress bar says where training stopped."""
     out = tmp_path / "out"
     env = comfy_host.child_env({**os.environ, "COMFYUI_PATH": str(HOST), "OMP_NUM_THREADS": "1"})
     process = subprocess.Popen([sys.executable, str(EDIT), "--demo", "--save-finetune", "--out", str(out)],
@@ -184,6 +185,8 @@ def test_one_ctrl_c_stops_within_a_training_step_and_writes_nothing(tmp_path):
     reader.join(5)
     stderr = seen.decode(errors="replace")
     assert code == 130, stderr[-2000:]
-    assert took < 5, took
+    steps = sub("core.defaults").TUNE_STEPS
+    assert f"{steps}/{steps}" not in stderr.split("Imagic: finetune", 1)[1], stderr[-2000:]
+    assert took < 30, took  # a hang, not a slow exit
     assert stderr.rstrip().endswith("imagic-edit: interrupted"), stderr[-500:]
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()], list(out.rglob("*"))
