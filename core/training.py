@@ -88,7 +88,7 @@ class FlatParameters:
         first = params[0]
         self.values = torch.zeros(end, dtype=first.dtype, device=first.device)  # the gaps stay 0 (zero gradient)
         self.values.grad = torch.zeros_like(self.values)
-        for p, start in zip(params, starts):
+        for p, start in zip(params, starts, strict=True):
             view = slice(start, start + p.numel())
             self.values[view].copy_(p.detach().reshape(-1))
             p.data = self.values[view].view_as(p)

@@ -170,7 +170,7 @@ def test_many_small_parameters_train_as_one_buffer_with_the_same_losses_and_valu
     per_tensor, flat = train(False), train(True)
     assert len(set(flat[0])) > 1 and flat[0] == pytest.approx(per_tensor[0], rel=1e-6, abs=0)  # it trained, the same
     # the same values to the last bit or so: the fused kernel's scalar tail (numel % 16) may round an FMA differently
-    for a, b in zip(flat[1], per_tensor[1]):
+    for a, b in zip(flat[1], per_tensor[1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     buffer = flat[1][0].untyped_storage()
     assert all(p.untyped_storage().data_ptr() == buffer.data_ptr() for p in flat[1])  # views into one buffer
