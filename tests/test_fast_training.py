@@ -177,21 +177,16 @@ def test_many_small_parameters_train_as_one_buffer_with_the_same_losses_and_valu
     assert all(p.data_ptr() % 64 == 0 for p in flat[1])  # each 64-byte aligned, as its own allocation was
 
 
-def test_the_loop_trains_many_small_tensors_as_one_but_not_a_single_tensor_or_a_mixed_list():
+def test_the_loop_trains_many_small_tensors_as_one_but_not_a_single_tensor_or_a_mixed_list(monkeypatch):
     _, params = _adapters(0)
     assert training.FlatParameters.worth_it(params)
     assert not training.FlatParameters.worth_it(params[:1])
     assert not training.FlatParameters.worth_it([params[0], params[1].detach().double().requires_grad_()])
     seen = []
     real = training.adam
-    training_adam = lambda ps, lr: seen.append(ps) or real(ps, lr)  # noqa: E731
-    mp = pytest.MonkeyPatch()
-    mp.setattr(training, "adam", training_adam)
-    try:
-        net, params = _adapters(0)
-        training.adam_loop(params, lambda s: net(torch.ones(2, 5, 6)).sum(), steps=2, learning_rate=0.1)
-    finally:
-        mp.undo()
+    monkeypatch.setattr(training, "adam", lambda ps, lr: seen.append(ps) or real(ps, lr))
+    net, params = _adapters(0)
+    training.adam_loop(params, lambda s: net(torch.ones(2, 5, 6)).sum(), steps=2, learning_rate=0.1)
     assert len(seen[0]) == 1 and seen[0][0].numel() >= sum(p.numel() for p in params)
 
 
