@@ -40,7 +40,6 @@ if __name__ == "__main__":  # a benchmark is the pack's module
     raise SystemExit("run it as: python cli/bench.py edit_quality [options]")
 
 import argparse
-import dataclasses
 import functools
 import json
 import math
@@ -208,9 +207,7 @@ def judge(got: dict, size: float, background: float, edit: Edit, world, spread: 
     target = got[edit.attribute] == wanted[edit.attribute]
     others = all(got[a] == wanted[a] for a in ATTRIBUTES if a != edit.attribute)
     scene = world.scene_for_seed(*edit.source, edit.scene_seed)
-    drawn = got["shape"] if got["shape"] in world.SHAPES else wanted["shape"]
-    drawn_scene = dataclasses.replace(scene, shape=drawn)
-    unnamed = (abs(size - world.true_size(drawn_scene)) <= SIZE_TOL
+    unnamed = (abs(size - world.size_as_drawn(scene, got["shape"], wanted["shape"])) <= SIZE_TOL
                and abs(background - scene.background) <= BACKGROUND_TOL)
     return {"target": target, "others": others, "unnamed": unnamed, "all": target and others and unnamed,
             "read": got, "size": size, "background": background, "background_spread": spread}

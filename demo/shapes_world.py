@@ -10,6 +10,7 @@ Torch-free (numpy and pillow); imports nothing from ComfyUI.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -204,6 +205,13 @@ def true_size(scene: Scene) -> float:
     area = {"square": (2 * 0.9 * r) ** 2, "circle": np.pi * r * r,
             "triangle": 0.5 * (2 * 1.15 * r * 0.866) * (1.5 * 1.15 * r)}[scene.shape]
     return float(np.sqrt(area))
+
+
+def size_as_drawn(scene: Scene, shape_read: str | None, fallback: str) -> float:
+    """The size ``read`` should find for ``scene``'s object drawn in the shape an output shows (``shape_read``, or
+    ``fallback`` when no shape was read): a triangle of the same extent covers less than a circle, so an edit's
+    size is judged apart from its shape (bench/edit_quality.py, tests/test_shapes_model.py)."""
+    return true_size(dataclasses.replace(scene, shape=shape_read if shape_read in SHAPES else fallback))
 
 
 def reader_accuracy(n: int = 400, seed: int = 12345) -> dict[str, float]:

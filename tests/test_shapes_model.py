@@ -237,10 +237,7 @@ def test_imagic_edits_reach_the_target_and_keep_the_rest(edits):
 
 def unnamed_gaps(reading, scene, target) -> tuple[float, float]:
     """|size - the input object's size in the shape drawn|, |background - the input's| (bench/edit_quality.py)."""
-    shape = reading.shape if reading.shape in world.SHAPES else target[1]
-    import dataclasses
-
-    return (abs(reading.size - world.true_size(dataclasses.replace(scene, shape=shape))),
+    return (abs(reading.size - world.size_as_drawn(scene, reading.shape, target[1])),
             abs(reading.background - scene.background))
 
 

@@ -47,3 +47,15 @@ def test_reader_counts_a_blended_colour_and_an_empty_picture_as_failures():
     empty = world.read(np.full((128, 128, 3), 0.4, np.float32))
     assert empty.colour is None and empty.shape is None and empty.position is None and empty.size == 0
     assert abs(empty.background - 0.4) < 1e-6
+
+
+def test_size_as_drawn_is_what_the_reader_finds_for_the_object_redrawn_in_another_shape():
+    """An edit that turns the input's circle into a triangle keeps its size when the reader finds the triangle's
+    size of the same extent, not the circle's (the benchmark's "unnamed kept")."""
+    scene = world.scene_for_seed("red", "circle", "left", 4)
+    triangle = world.Scene(**{**scene.__dict__, "shape": "triangle"})
+    as_drawn = world.size_as_drawn(scene, "triangle", "square")
+    assert abs(world.read(world.render(triangle)).size - as_drawn) < 0.02
+    assert as_drawn < world.true_size(scene) - 0.03  # the circle's size would fail a correct shape edit
+    assert world.size_as_drawn(scene, None, "square") == world.true_size(world.Scene(**{**scene.__dict__,
+                                                                                     "shape": "square"}))
