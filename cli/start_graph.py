@@ -55,6 +55,24 @@ class Sampling:
     cfg: float
     sampler_name: str
     scheduler: str
+    finish: str | None = None  # a second sampler for the last ``finish_steps`` steps (KSamplerAdvanced pair)
+    finish_steps: int = 0
+
+
+def _finished(prompt: dict, s: Sampling, latent, denoise: float, *, model, positive, negative, prefix: str) -> str:
+    """KSampler's sampling (``denoise`` of ``s.steps``) as two stock KSamplerAdvanced nodes: ``s.sampler_name`` up
+    to the last ``s.finish_steps`` steps, ``s.finish`` for those (the same sigmas and added noise as KSampler)."""
+    total = s.steps if denoise >= 1.0 else int(s.steps / denoise)
+    first, split = total - s.steps, total - min(s.finish_steps, s.steps)
+    common = {"model": model, "noise_seed": s.seed, "steps": total, "cfg": s.cfg, "scheduler": s.scheduler,
+              "positive": positive, "negative": negative}
+    prompt[f"{prefix}k"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "add_noise": "enable", "sampler_name": s.sampler_name, "latent_image": latent,
+        "start_at_step": first, "end_at_step": split, "return_with_leftover_noise": "enable"}}
+    prompt[f"{prefix}t"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "add_noise": "disable", "sampler_name": s.finish, "latent_image": [f"{prefix}k", 0],
+        "start_at_step": split, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+    return f"{prefix}t"
 
 
 def add_start(prompt: dict, start: Start, sampling: Sampling, *, model, positive, negative, optimized, photo,
@@ -66,6 +84,9 @@ def add_start(prompt: dict, start: Start, sampling: Sampling, *, model, positive
     s = sampling
     if start.kind in ("noise", "photo"):
         latent, denoise = (empty, 1.0) if start.kind == "noise" else (photo, start.strength)
+        if s.finish and s.finish_steps:
+            return _finished(prompt, s, latent, denoise, model=model, positive=positive, negative=negative,
+                             prefix=prefix)
         prompt[f"{prefix}k"] = {"class_type": "KSampler", "inputs": {
             "model": model, "positive": positive, "negative": negative, "latent_image": latent, "seed": s.seed,
             "steps": s.steps, "cfg": s.cfg, "sampler_name": s.sampler_name, "scheduler": s.scheduler,

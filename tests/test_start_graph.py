@@ -1,11 +1,12 @@
 """cli/start_graph.py: the stock nodes of each start (noise, photo, inversion), found again in a prompt and
-replaced, with whatever took the edit's latent relinked (the headless --start and --eta auto use it). Pure
-prompt dicts: no host needed."""
+replaced, with whatever took the edit's latent relinked (the headless --start and --eta auto use it): pure
+prompt dicts, no host needed; and the benchmark's finishing sampler (``Sampling.finish``) on the real executor."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from graphs import imagic_graph
+from graphs import imagic_graph, write_input_image
 from pack import sub
 
 sg = sub("cli.start_graph")
@@ -86,3 +87,36 @@ def test_start_parse(text, start):
 def test_bad_starts_are_refused(kind, strength):
     with pytest.raises(ValueError):
         sg.Start(kind, strength)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# On the real executor: the finishing sampler (bench/edit_quality.py --finish) splits KSampler's steps exactly.
+
+
+@pytest.mark.parametrize("kind, strength", [("photo", 0.7), ("noise", 1.0)])
+def test_a_finish_with_the_same_sampler_is_ksampler_and_another_sampler_changes_the_tail(comfy, kind, strength):
+    image = write_input_image(comfy.base / "input", "start_graph_input.png")
+    base = {
+        "1": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": "sd15", "seed": 0}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a photo of a sitting dog"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "4": {"class_type": "VAEEncode", "inputs": {"pixels": ["3", 0], "vae": ["1", 2]}},
+        "13": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+    }
+    links = {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "optimized": None, "photo": ["4", 0],
+             "empty": ["13", 0]}
+    latents = {}
+    for finish in (None, ("euler", 3), ("euler_ancestral", 3)):
+        prompt = dict(base)
+        sampling = sg.Sampling(5, 6, 2.0, "euler", "normal", *(finish or (None, 0)))
+        out = sg.add_start(prompt, sg.Start(kind, strength), sampling, prefix="8", **links)
+        prompt["9"] = {"class_type": "VAEDecode", "inputs": {"samples": [out, 0], "vae": ["1", 2]}}
+        prompt["10"] = {"class_type": "PreviewImage", "inputs": {"images": ["9", 0]}}
+        comfy.run(prompt)
+        latents[finish and finish[0]] = comfy.output(out)["samples"]
+        if finish:
+            first, tail = prompt["8k"]["inputs"], prompt["8t"]["inputs"]
+            assert (first["start_at_step"], first["end_at_step"], tail["start_at_step"]) == (
+                (2, 5, 5) if kind == "photo" else (0, 3, 3))  # int(6 / 0.7) = 8 steps, the last 6 sampled
+    assert torch.allclose(latents["euler"], latents[None], atol=1e-5), (latents["euler"] - latents[None]).abs().max()
+    assert not torch.allclose(latents["euler_ancestral"], latents[None], atol=1e-3)
