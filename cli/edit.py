@@ -104,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python cli/edit.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=f"Defaults not given here are the workflow's, the nodes' defaults: "
-                                       f"{defaults.EMBED_STEPS} + {defaults.TUNE_STEPS} steps (a quarter of the "
+                                       f"{defaults.EMBED_STEPS} + {defaults.TUNE_STEPS} steps (a tenth of the "
                                        f"paper's, measured: bench/RESULTS.md), eta {defaults.ETA}.")
     what = p.add_argument_group("what to edit")
     what.add_argument("--image", type=Path, help="the photo")

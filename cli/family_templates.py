@@ -1,11 +1,11 @@
 """The edit templates built from imagic_edit.json: one per family (workflows/imagic_edit_{sdxl,sd3,flux}.json) and
 the masked edit (workflows/imagic_edit_masked.json: the edit only inside a mask, from stock nodes).
 
-``python -m cli.family_templates`` (from the pack's folder) rewrites all four; ``template_for_family`` names the one
+``python cli/family_templates.py`` rewrites all four; ``template_for_family`` names the one
 the headless edit should run for a loaded model's family (nodes/families.py ``family_name``).
 
-The Imagic settings (A 250 steps @ 2e-3, B lora 375 @ 1e-4, eta 1.5 sampled from the photo's latent at denoise
-0.8) were measured on the shapes benchmark, an
+The Imagic settings (the node defaults: core/defaults.py; eta 1.5 sampled from the photo's latent at denoise 0.8)
+were measured on the shapes benchmark, an
 SD1-style model (bench/RESULTS.md); on SDXL, SD3 and Flux they are starting points, not measured. The loaders,
 sizes and sampler settings follow ComfyUI's own example workflows for each family.
 """
@@ -13,8 +13,16 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import uuid
 from pathlib import Path
+
+if __name__ == "__main__":  # python cli/family_templates.py: run the pack's own copy of this module
+    import comfy_host  # cli/comfy_host.py (this script's folder is on the path): the pack as ComfyUI names it
+
+    sys.exit(comfy_host.pack_module("cli.family_templates").main())
+
+from ..core import defaults
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 FAMILY_TEMPLATES = {"sd15": "imagic_edit", "sd2": "imagic_edit", "sdxl": "imagic_edit_sdxl",
@@ -32,7 +40,9 @@ def template_for_family(family: str) -> str:
 
 
 STARTING_POINTS = (
-    "**Which settings are measured.** A (250 steps, 2e-3), B (lora, rank 8, 375 steps, 1e-4), eta 1.5 and the "
+    f"**Which settings are measured.** A ({defaults.EMBED_STEPS} steps, {defaults.EMBED_LEARNING_RATE:g}), B "
+    f"({defaults.TUNE_METHOD}, rank {defaults.LORA_RANK}, {defaults.TUNE_STEPS} steps, "
+    f"{defaults.LEARNING_RATE[defaults.TUNE_METHOD]:g}), eta 1.5 and the "
     "start (the photo's latent at KSampler denoise 0.8) were measured on the shapes benchmark, an SD1-style model "
     "(bench/RESULTS.md). On {family} they are **starting points**: this graph is tested only for its wiring (on a "
     "tiny random {family} model). The sampler settings are ComfyUI's own {family} example's. If the edit loses "
@@ -305,7 +315,3 @@ def main() -> None:
     path = WORKFLOWS / f"{MASKED}.json"
     path.write_text(json.dumps(build_masked(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -31,8 +31,9 @@ def test_object_info_lists_the_nodes_with_tooltips(server):
             for name, (_, options) in node["input"].get(section, {}).items():
                 assert options.get("tooltip"), (node_id, name)
         assert all(node["output_tooltips"]), node_id
-    assert info["ImagicOptimizeEmbedding"]["input"]["required"]["steps"][1]["default"] == 250
-    assert info["ImagicFinetuneUNet"]["input"]["required"]["steps"][1]["default"] == 375
+    d = sub("core.defaults")
+    assert info["ImagicOptimizeEmbedding"]["input"]["required"]["steps"][1]["default"] == d.EMBED_STEPS
+    assert info["ImagicFinetuneUNet"]["input"]["required"]["steps"][1]["default"] == d.TUNE_STEPS
     assert info["ImagicInterpolateConditioning"]["input"]["required"]["eta"][1]["default"] == sub("core.defaults").ETA
 
 

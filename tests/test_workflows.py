@@ -67,7 +67,9 @@ def test_imagic_edit_uses_sd15_and_the_node_defaults():
     (embed,) = nodes(workflow, "ImagicOptimizeEmbedding")
     (tune,) = nodes(workflow, "ImagicFinetuneUNet")
     (interp,) = nodes(workflow, "ImagicInterpolateConditioning")
-    assert embed["widgets_values"][:2] == [250, 0.002] and tune["widgets_values"][0] == 375
+    d = sub("core.defaults")
+    assert embed["widgets_values"][:2] == [d.EMBED_STEPS, d.EMBED_LEARNING_RATE]
+    assert tune["widgets_values"][:2] == [d.TUNE_STEPS, d.LEARNING_RATE[d.TUNE_METHOD]]
     assert interp["widgets_values"] == [sub("core.defaults").ETA]
     # the edit starts from the photo's latent at the default strength (issue 19): KSampler on VAE Encode, denoise
     (ksampler,) = nodes(workflow, "KSampler")
