@@ -23,9 +23,9 @@ from .progress import TrainingProgress
 
 LOG = logging.getLogger("comfyui-imagic")
 LOW_MEMORY_DEFAULT = True
-STEPS_TOOLTIP = ("{what} steps (paper: {paper}). {steps} at the default learning rate: on the shapes benchmark at least "
-                 "as good as the paper's steps, in a tenth of their time (bench/RESULTS.md); full-size models may "
-                 "differ: more steps (or a lower rate) if the edit loses the photo's look.")
+STEPS_TOOLTIP = ("{what} steps (paper: {paper}). {steps} at the default learning rate: on the shapes benchmark at "
+                 "least as good as the paper's steps, in a tenth of their time (bench/RESULTS.md); full-size models "
+                 "may differ: more steps (or a lower rate) if the edit loses the photo's look.")
 LOW_MEMORY_TOOLTIP = (
     "Use less memory: gradient checkpointing; on a CUDA GPU with bf16 units also bf16 mixed precision (fp32 "
     "master copies of what trains, frozen weights kept in bf16) and ComfyUI's other models unloaded from the GPU "
