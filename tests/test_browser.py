@@ -145,25 +145,6 @@ SELECT_JS = """(type) => {
 }"""
 
 
-def test_node_info_opens_the_help_page_from_the_first_request(frontend):
-    """A node selected on the canvas, its Info button (the selection toolbox): the help panel shows the page,
-    and the frontend's first request for it (/extensions/<pack>/docs/<NodeId>/en.md) answers: no 404 first
-    (issue 24: the page used to come from the fallback request only)."""
-    node_id = "ImagicOptimizeEmbedding"
-    frontend.load(load("imagic_demo_shapes"))
-    docs = []
-    frontend.page.on("request", lambda request: "/docs/" in request.url and docs.append(request.url))
-    frontend.begin_phase()
-    frontend.evaluate(SELECT_JS, node_id)
-    frontend.page.get_by_test_id("info-button").click()
-    title = (ROOT / "js" / "docs" / node_id / "en.md").read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
-    frontend.page.locator("h1", has_text=title).first.wait_for(timeout=60_000)  # the page's own heading
-    frontend.settle()
-    assert docs and docs[0].endswith(f"/docs/{node_id}/en.md"), docs
-    assert len(docs) == 1, docs
-    assert not frontend.errors, frontend.errors
-
-
 def wait_idle(server, timeout_s: float = 300) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
@@ -213,3 +194,23 @@ def test_loss_chart_appears_and_updates_during_a_run(frontend, workflow_server, 
 
     shot = frontend.screenshot(tmp_path / "loss_chart.png", node_ids=list(ids.values()))
     publish(shot, DOCS_SCREENSHOTS, width=900)
+
+
+# Last in the file: the help panel it opens stays open over the canvas (the loss chart's screenshot above).
+def test_node_info_opens_the_help_page_from_the_first_request(frontend):
+    """A node selected on the canvas, its Info button (the selection toolbox): the help panel shows the page,
+    and the frontend's first request for it (/extensions/<pack>/docs/<NodeId>/en.md) answers: no 404 first
+    (issue 24: the page used to come from the fallback request only)."""
+    node_id = "ImagicOptimizeEmbedding"
+    frontend.load(load("imagic_demo_shapes"))
+    docs = []
+    frontend.page.on("request", lambda request: "/docs/" in request.url and docs.append(request.url))
+    frontend.begin_phase()
+    frontend.evaluate(SELECT_JS, node_id)
+    frontend.page.get_by_test_id("info-button").click()
+    title = (ROOT / "js" / "docs" / node_id / "en.md").read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+    frontend.page.locator("h1", has_text=title).first.wait_for(timeout=60_000)  # the page's own heading
+    frontend.settle()
+    assert docs and docs[0].endswith(f"/docs/{node_id}/en.md"), docs
+    assert len(docs) == 1, docs
+    assert not frontend.errors, frontend.errors

@@ -226,14 +226,15 @@ LEARNING_RATE_JS = """() => {
 
 
 def test_learning_rate_shows_its_default_and_follows_the_method(frontend, workflow_server):
-    """No 0.0000000 on a fresh node: lora's 1e-4; full switches to the paper's 5e-7; a typed rate stays. The js
+    """No 0.0000000 on a fresh node: lora's default; full switches to the paper's 5e-7; a typed rate stays. The js
     reads the rates from the server (GET /imagic/defaults, core/defaults.py), as does the node's own default."""
     close_dialogs(frontend)
     spec = workflow_server.get("/object_info")["ImagicFinetuneUNet"]["input"]["required"]["learning_rate"][1]
     served = workflow_server.get("/imagic/defaults")
     assert served == sub("core.defaults").as_data()
     lora, full = served["learning_rate"]["lora"], served["learning_rate"]["full"]
-    assert (spec["default"], lora, full) == (1e-4, 1e-4, 5e-7)
+    d = sub("core.defaults")
+    assert spec["default"] == lora == d.LEARNING_RATE["lora"] > 0 and full == d.PAPER["tune_learning_rate"]
     seen = frontend.evaluate(LEARNING_RATE_JS)
     assert seen == pytest.approx([lora, full, lora, 0.003], rel=1e-9)
 
