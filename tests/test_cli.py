@@ -156,7 +156,7 @@ def test_thread_count_is_the_training_nodes_choice_unless_the_user_sets_one(monk
 
 def test_method_from_the_command_line_takes_its_own_default_learning_rate(comfy):
     """--method full on a workflow that has lora's default rate trains at full's (0 = the method's default), not
-    at 1e-4; a rate the workflow's author typed stays."""
+    at lora's; a rate the workflow's author typed stays."""
     edit_prompt = sub("cli.edit_prompt")
     defaults = sub("core.defaults").LEARNING_RATE
     workflow_api = sub("cli.workflow_api")

@@ -375,8 +375,9 @@ def test_training_settings_are_read_through_primitive_nodes(comfy):
         "20": save_node(),
     }
     settings = ff.graph_settings(prompt, "20")
+    lora_default = sub("core.defaults").LEARNING_RATE["lora"]  # learning_rate 0: the method's default
     assert settings.training == {"embedding_steps": 1000, "embedding_learning_rate": 0.002, "embedding_seed": 3,
-                                 "finetune_steps": 1500, "finetune_learning_rate": 1e-4}
+                                 "finetune_steps": 1500, "finetune_learning_rate": lora_default}
     assert settings.target_text == "a dog" and settings.wrong_e_opt is None
     prompt["20"]["inputs"]["optimized"] = ["99", 0]  # an e_opt other than the fine-tune's
     assert "#5 ImagicOptimizeEmbedding" in ff.graph_settings(prompt, "20").wrong_e_opt
