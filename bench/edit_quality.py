@@ -114,6 +114,9 @@ DEFAULT_ROWS = ["defaults", "imagic_full", "imagic_full_weak", "imagic_lora", "c
 QUICK = {"embed_steps": 20, "tune_steps": 20}
 
 
+CENTRED = " (centred noise)"  # --centred's label suffix
+
+
 def row(key: str, pack) -> Row:
     """``ROWS[key]``; the node defaults' rows with today's values of core/defaults.py (LoRA at its rate)."""
     found = ROWS[key]
@@ -144,6 +147,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cfg", type=float, help="default: the shapes model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--sampler", help="default: the shapes model's (SAMPLING)")
     p.add_argument("--scheduler", help="default: the shapes model's (SAMPLING)")
+    p.add_argument("--centred", action="store_true",
+                   help="Imagic Centred Noise before Imagic's and SDEdit's samplers (labels end in '(centred noise)')")
     p.add_argument("--finish", metavar="SAMPLER:STEPS",
                    help="every sampling's last STEPS steps by SAMPLER (two KSamplerAdvanced), SDEdit's too")
     p.add_argument("--sdedit-denoise", type=float, nargs="+", metavar="D", help="SDEdit's strengths (default: "
@@ -291,7 +296,8 @@ def sampler(args, model, positive, latent, seed: int, denoise: float = 1.0) -> d
 def start_sampling(args, prompt: dict, start, model, positive, optimized, seed: int) -> str:
     """The edit's sampling from ``start`` (cli/start_graph.py's stock nodes); the id of its latent's node."""
     name, steps = args.finish or (None, 0)
-    sampling = start_graph.Sampling(seed, args.sample_steps, args.cfg, args.sampler, args.scheduler, name, steps)
+    sampling = start_graph.Sampling(seed, args.sample_steps, args.cfg, args.sampler, args.scheduler, name, steps,
+                                    args.centred)
     return start_graph.add_start(prompt, start, sampling, model=model, positive=positive, negative=["12", 0],
                                  optimized=optimized, photo=["4", 0], empty=["13", 0], prefix="8")
 
@@ -375,7 +381,11 @@ def run_baseline(runner: Runner, args, row: Row, image: str, text: str, seed: in
         if row.kind == "sdedit":  # the photo start with the untuned model and the target text
             out = start_sampling(args, prompt, start_graph.Start("photo", d), ["1", 0], ["2", 0], None, seed)
         else:
-            prompt["8"] = sampler(args, ["1", 0], ["2", 0], ["13", 0], seed, d)
+            model = ["1", 0]
+            if args.centred:
+                prompt["8n"] = {"class_type": "ImagicCentredNoise", "inputs": {"model": model}}
+                model = ["8n", 0]
+            prompt["8"] = sampler(args, model, ["2", 0], ["13", 0], seed, d)
             out = "8"
         prompt["9"] = decoded(out)
         prompt["10"] = preview("9")
@@ -590,6 +600,7 @@ def main(argv=None) -> int:
                 for row_key in args.rows:
                     outputs = outputs_of(row(row_key, pack), runner, args, name, text, seed, pack)
                     for label, image, seconds, extra in outputs:
+                        label += CENTRED if args.centred and row_key != "roundtrip" else ""
                         picture = image[0].float().cpu().numpy()
                         reading = world.read(picture)
                         got = {"colour": reading.colour, "shape": reading.shape, "position": reading.position}
@@ -623,7 +634,7 @@ def write_grid(pictures: dict, records: list[dict], grid, path: Path, rule: str)
     imagic_rows = [r for r in labels_in_order if ", eta " in r]
     first = imagic_rows[0].rsplit(", eta ", 1)[0] if imagic_rows else None
     sdedit = f"SDEdit {start_graph.Start().strength:g}"
-    columns = ["input"] + [r for r in labels_in_order if r == sdedit]
+    columns = ["input"] + [r for r in labels_in_order if r in (sdedit, sdedit + CENTRED)]
     if first:
         columns += [r for r in imagic_rows if r.startswith(first)]
         columns += [r for r in labels_in_order if r.startswith(f"{first}, auto ({rule})")]

@@ -57,6 +57,7 @@ class Sampling:
     scheduler: str
     finish: str | None = None  # a second sampler for the last ``finish_steps`` steps (KSamplerAdvanced pair)
     finish_steps: int = 0
+    centred: bool = False  # Imagic Centred Noise on the model first (the start noise without its channel means)
 
 
 def _finished(prompt: dict, s: Sampling, latent, denoise: float, *, model, positive, negative, prefix: str) -> str:
@@ -82,6 +83,9 @@ def add_start(prompt: dict, start: Start, sampling: Sampling, *, model, positive
     interpolated embedding, ``optimized`` e_opt, ``photo`` the input's latent, ``empty`` an empty latent of its
     size (links: [node id, output])."""
     s = sampling
+    if s.centred:
+        prompt[f"{prefix}n"] = {"class_type": "ImagicCentredNoise", "inputs": {"model": model}}
+        model = [f"{prefix}n", 0]
     if start.kind in ("noise", "photo"):
         latent, denoise = (empty, 1.0) if start.kind == "noise" else (photo, start.strength)
         if s.finish and s.finish_steps:

@@ -5,6 +5,7 @@ from ..demo.shapes_checkpoint import ImagicShapesCheckpoint
 from ..demo.shapes_scene import ImagicShapesScene
 from ..demo.tiny_checkpoint import ImagicTinyCheckpoint
 from .auto_eta import ImagicAutoEta
+from .centred_noise import ImagicCentredNoise
 from .finetune_unet import ImagicFinetuneUNet
 from .interpolate_conditioning import ImagicInterpolateConditioning
 from .labelled_grid import ImagicLabelledGrid
@@ -20,5 +21,5 @@ class ImagicExtension(ComfyExtension):
         register()  # ComfyUI 0.3.64 calls get_node_list, not on_load, while loading the pack
         nodes = [ImagicOptimizeEmbedding, ImagicFinetuneUNet, ImagicInterpolateConditioning, ImagicSaveFinetune,
                  ImagicLoadFinetune, ImagicTinyCheckpoint, ImagicLabelledGrid, ImagicAutoEta,
-                 ImagicShapesCheckpoint, ImagicShapesScene]
+                 ImagicShapesCheckpoint, ImagicShapesScene, ImagicCentredNoise]
         return [guarded(node) for node in nodes]  # combo values and floats checked before each runs

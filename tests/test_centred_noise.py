@@ -1,0 +1,110 @@
+"""Imagic Centred Noise on the real executor: the sampler's start noise loses its per-channel mean (on an
+eps and a flow model family), the given model is left as it was, and on the shapes model the seed no longer
+shifts the shade of a background sampled from the photo."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pack import ROOT, sub
+
+world = sub("demo.shapes_world")
+noise_core = sub("core.noise")
+
+
+def test_centred_removes_each_samples_channel_mean_and_nothing_else():
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 4, 8, 8, generator=g) + torch.tensor([0.3, -0.2, 0.1, 0.0]).view(1, 4, 1, 1)
+    out = noise_core.centred(noise)
+    assert out.mean(dim=(2, 3)).abs().max() < 1e-6
+    assert torch.allclose(out - noise, -noise.mean(dim=(2, 3), keepdim=True).expand_as(noise))
+    video = torch.randn(1, 4, 3, 8, 8, generator=g) + 0.5
+    assert noise_core.centred(video).mean(dim=(2, 3, 4)).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("family", ["sd15", "flux"])
+def test_the_models_start_noise_is_centred_and_the_given_model_is_not(comfy, family):
+    graph = {"1": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": family, "seed": 0}},
+             "2": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0]}},
+             "3": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["2", 0]}},
+             "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}}
+    comfy.run(graph)
+    given, once, twice = comfy.output("1"), comfy.output("2"), comfy.output("3")
+    stock = given.get_model_object("model_sampling")
+    centred = once.get_model_object("model_sampling")
+    assert not getattr(stock, "imagic_centred", False), "the given model was patched"
+    assert twice.get_model_object("model_sampling") is centred, "a second node wrapped it again"
+    g = torch.Generator().manual_seed(1)
+    latent = torch.randn(1, 16 if family == "flux" else 4, 8, 8, generator=g)
+    noise = torch.randn(latent.shape, generator=g) - 0.3  # a draw with a clear offset
+    sigma = torch.tensor([0.7 if family == "flux" else 5.0])
+    with torch.inference_mode():
+        got = centred.noise_scaling(sigma, noise.clone(), latent)
+        want = stock.noise_scaling(sigma, noise_core.centred(noise), latent)
+        plain = stock.noise_scaling(sigma, noise.clone(), latent)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, plain, atol=1e-3)
+    assert torch.equal(centred.sigmas, stock.sigmas)  # the same schedule
+
+
+def test_centred_noise_keeps_the_background_shade_the_seed_shifts(comfy):
+    """SDEdit on the shapes model from a held-out picture, the same seed with and without the node: that seed's
+    noise averages -0.077 over the colour channels and darkens the background; centred, the shade stays."""
+    s = sub("demo.shapes_checkpoint").SAMPLING
+    scene = world.scene_for_seed("red", "circle", "left", 100)
+    graph = {"1": {"class_type": "ImagicShapesCheckpoint", "inputs": {}},
+             "2": {"class_type": "ImagicShapesScene",
+                   "inputs": {"colour": "red", "shape": "circle", "position": "left", "seed": 100}},
+             "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+             "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle on the left"}},
+             "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+             "6": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0]}}}
+    for node, model in (("7", ["1", 0]), ("8", ["6", 0])):
+        graph[node] = {"class_type": "KSampler", "inputs": {
+            "model": model, "positive": ["4", 0], "negative": ["5", 0], "latent_image": ["3", 0], "seed": 4, **s,
+            "denoise": 0.8}}
+        graph[f"{node}d"] = {"class_type": "VAEDecode", "inputs": {"samples": [node, 0], "vae": ["1", 2]}}
+        graph[f"{node}p"] = {"class_type": "PreviewImage", "inputs": {"images": [f"{node}d", 0]}}
+    comfy.run(graph)
+    stock, centred = (world.read(comfy.output(f"{n}d")[0].numpy()) for n in ("7", "8"))
+    drift_stock, drift_centred = stock.background - scene.background, centred.background - scene.background
+    print(f"background {scene.background:.3f}: stock seed 4 {drift_stock:+.3f}, centred {drift_centred:+.3f}")
+    assert drift_stock < -0.04, "the seed no longer shifts the shade: the test lost its point"
+    assert abs(drift_centred) < 0.5 * abs(drift_stock)
+    assert (stock.colour, stock.shape, stock.position) == (centred.colour, centred.shape, centred.position) == (
+        "red", "circle", "left")
+    assert np.isfinite(centred.background_spread)
+
+
+def test_schema_has_a_description_tooltips_and_a_help_page(comfy):
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["ImagicCentredNoise"]
+    schema = node.define_schema()
+    assert schema.description and all(i.tooltip for i in schema.inputs) and all(o.tooltip for o in schema.outputs)
+    assert (ROOT / "js" / "docs" / "ImagicCentredNoise" / "en.md").is_file()
+
+
+def test_the_benchmarks_centred_start_puts_the_node_before_the_sampler(comfy):
+    """cli/start_graph.Sampling.centred (bench/edit_quality.py --centred): the start's sampler samples the centred
+    model, and the edit's latent differs from the stock start's by the seed's offset only (same seed)."""
+    sg = sub("cli.start_graph")
+    base = {"1": {"class_type": "ImagicShapesCheckpoint", "inputs": {}},
+            "2": {"class_type": "ImagicShapesScene",
+                  "inputs": {"colour": "blue", "shape": "square", "position": "left", "seed": 3}},
+            "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+            "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a blue circle on the left"}},
+            "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+            "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}}}
+    links = {"model": ["1", 0], "positive": ["4", 0], "negative": ["5", 0], "optimized": None, "photo": ["3", 0],
+             "empty": ["6", 0]}
+    latents = {}
+    for centred in (False, True):
+        prompt = dict(base)
+        sampling = sg.Sampling(4, 8, 2.0, "euler", "normal", centred=centred)
+        out = sg.add_start(prompt, sg.Start("photo", 0.8), sampling, prefix="8", **links)
+        assert prompt[out]["inputs"]["model"] == (["8n", 0] if centred else ["1", 0])
+        prompt["9"] = {"class_type": "PreviewAny", "inputs": {"source": [out, 0]}}
+        comfy.run(prompt)
+        latents[centred] = comfy.output(out)["samples"]
+    assert prompt["8n"] == {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0]}}
+    assert not torch.allclose(latents[True], latents[False], atol=1e-3)
