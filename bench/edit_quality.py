@@ -150,7 +150,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--centred", action="store_true",
                    help="Imagic Centred Noise before Imagic's and SDEdit's samplers (labels end in '(centred noise)')")
     p.add_argument("--finish", metavar="SAMPLER:STEPS",
-                   help="every sampling's last STEPS steps by SAMPLER (two KSamplerAdvanced), SDEdit's too")
+                   help="every sampling's last STEPS steps by SAMPLER (two KSamplerAdvanced): Imagic's, SDEdit's, "
+                        "text-to-image's")
     p.add_argument("--sdedit-denoise", type=float, nargs="+", metavar="D", help="SDEdit's strengths (default: "
                    + " ".join(f"{d:g}" for d in ROWS["sdedit"].params["denoise"]) + ")")
     p.add_argument("--starts", nargs="+", default=None,
@@ -286,13 +287,6 @@ def common(runner: Runner, image: str, text: str) -> dict:
     }
 
 
-def sampler(args, model, positive, latent, seed: int, denoise: float = 1.0) -> dict:
-    return {"class_type": "KSampler",
-            "inputs": {"model": model, "positive": positive, "negative": ["12", 0], "latent_image": latent,
-                       "seed": seed, "steps": args.sample_steps, "cfg": args.cfg, "sampler_name": args.sampler,
-                       "scheduler": args.scheduler, "denoise": denoise}}
-
-
 def start_sampling(args, prompt: dict, start, model, positive, optimized, seed: int) -> str:
     """The edit's sampling from ``start`` (cli/start_graph.py's stock nodes); the id of its latent's node."""
     name, steps = args.finish or (None, 0)
@@ -380,13 +374,8 @@ def run_baseline(runner: Runner, args, row: Row, image: str, text: str, seed: in
             continue
         if row.kind == "sdedit":  # the photo start with the untuned model and the target text
             out = start_sampling(args, prompt, start_graph.Start("photo", d), ["1", 0], ["2", 0], None, seed)
-        else:
-            model = ["1", 0]
-            if args.centred:
-                prompt["8n"] = {"class_type": "ImagicCentredNoise", "inputs": {"model": model}}
-                model = ["8n", 0]
-            prompt["8"] = sampler(args, model, ["2", 0], ["13", 0], seed, d)
-            out = "8"
+        else:  # text-to-image: the paper's start (an empty latent) with the untuned model and the target text
+            out = start_sampling(args, prompt, start_graph.Start("noise", d), ["1", 0], ["2", 0], None, seed)
         prompt["9"] = decoded(out)
         prompt["10"] = preview("9")
         seconds[d] = runner.run(prompt)
