@@ -13,7 +13,6 @@ from comfy_api.latest import io
 from ..core.noise import centred
 
 NODE_ID = "ImagicCentredNoise"
-_CENTRED: dict[type, type] = {}  # model_sampling class -> its centred subclass
 
 
 def _noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
@@ -26,11 +25,9 @@ def centred_sampling(sampling):
     cls = type(sampling)
     if getattr(cls, "imagic_centred", False):
         return sampling
-    if cls not in _CENTRED:
-        _CENTRED[cls] = type(f"Centred{cls.__name__}", (cls,), {"noise_scaling": _noise_scaling,
-                                                                "imagic_centred": True})
     out = copy.copy(sampling)  # shares the (read-only) sigma tables
-    out.__class__ = _CENTRED[cls]
+    # a subclass per call, not cached: ComfyUI makes a model_sampling class per loaded model
+    out.__class__ = type(f"Centred{cls.__name__}", (cls,), {"noise_scaling": _noise_scaling, "imagic_centred": True})
     return out
 
 
