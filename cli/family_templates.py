@@ -42,8 +42,9 @@ def template_for_family(family: str) -> str:
 STARTING_POINTS = (
     f"**Which settings are measured.** A ({defaults.EMBED_STEPS} steps, {defaults.EMBED_LEARNING_RATE:g}), B "
     f"({defaults.TUNE_METHOD}, rank {defaults.LORA_RANK}, {defaults.TUNE_STEPS} steps, "
-    f"{defaults.LEARNING_RATE[defaults.TUNE_METHOD]:g}), eta 1.5 and the "
-    "start (the photo's latent at KSampler denoise 0.8) were measured on the shapes benchmark, an SD1-style model "
+    f"{defaults.LEARNING_RATE[defaults.TUNE_METHOD]:g}), eta {defaults.ETA:g} and the "
+    f"start (the photo's latent at KSampler denoise {defaults.STRENGTH:g}) were measured on the shapes benchmark, an "
+    "SD1-style model "
     "(bench/RESULTS.md). On {family} they are **starting points**: this graph is tested only for its wiring (on a "
     "tiny random {family} model). The sampler settings are ComfyUI's own {family} example's. If the edit loses "
     "your photo, lower eta (the paper: 0.6 - 0.8) or denoise, or raise B's steps; if it is too weak, raise denoise "
