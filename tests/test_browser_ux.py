@@ -231,9 +231,9 @@ def test_learning_rate_shows_its_default_and_follows_the_method(frontend, workfl
     close_dialogs(frontend)
     spec = workflow_server.get("/object_info")["ImagicFinetuneUNet"]["input"]["required"]["learning_rate"][1]
     served = workflow_server.get("/imagic/defaults")
-    assert served == sub("core.defaults").as_data()
-    lora, full = served["learning_rate"]["lora"], served["learning_rate"]["full"]
     d = sub("core.defaults")
+    assert served == d.as_data()
+    lora, full = served["learning_rate"]["lora"], served["learning_rate"]["full"]
     assert spec["default"] == lora == d.LEARNING_RATE["lora"] > 0 and full == d.PAPER["tune_learning_rate"]
     seen = frontend.evaluate(LEARNING_RATE_JS)
     assert seen == pytest.approx([lora, full, lora, 0.003], rel=1e-9)

@@ -48,17 +48,23 @@ def test_the_models_start_noise_is_centred_and_the_given_model_is_not(comfy, fam
     assert torch.equal(centred.sigmas, stock.sigmas)  # the same schedule
 
 
+def shapes_photo(colour: str, shape: str, position: str, seed: int, text: str) -> dict:
+    """The shapes model, a held-out scene's picture as its VAE latent (node 3), ``text`` (4) and the empty text
+    (5): what a start from the photo samples from."""
+    return {"1": {"class_type": "ImagicShapesCheckpoint", "inputs": {}},
+            "2": {"class_type": "ImagicShapesScene",
+                  "inputs": {"colour": colour, "shape": shape, "position": position, "seed": seed}},
+            "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+            "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": text}},
+            "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}}}
+
+
 def test_centred_noise_keeps_the_background_shade_the_seed_shifts(comfy):
     """SDEdit on the shapes model from a held-out picture, the same seed with and without the node: that seed's
     noise averages -0.077 over the colour channels and darkens the background; centred, the shade stays."""
     s = sub("demo.shapes_checkpoint").SAMPLING
     scene = world.scene_for_seed("red", "circle", "left", 100)
-    graph = {"1": {"class_type": "ImagicShapesCheckpoint", "inputs": {}},
-             "2": {"class_type": "ImagicShapesScene",
-                   "inputs": {"colour": "red", "shape": "circle", "position": "left", "seed": 100}},
-             "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
-             "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle on the left"}},
-             "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+    graph = {**shapes_photo("red", "circle", "left", 100, "a red circle on the left"),
              "6": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0]}}}
     for node, model in (("7", ["1", 0]), ("8", ["6", 0])):
         graph[node] = {"class_type": "KSampler", "inputs": {
@@ -86,14 +92,9 @@ def test_schema_has_a_description_tooltips_and_a_help_page(comfy):
 
 def test_the_benchmarks_centred_start_puts_the_node_before_the_sampler(comfy):
     """cli/start_graph.Sampling.centred (bench/edit_quality.py --centred): the start's sampler samples the centred
-    model, and the edit's latent differs from the stock start's by the seed's offset only (same seed)."""
+    model, and the edit's latent differs from the stock start's with the same seed."""
     sg = sub("cli.start_graph")
-    base = {"1": {"class_type": "ImagicShapesCheckpoint", "inputs": {}},
-            "2": {"class_type": "ImagicShapesScene",
-                  "inputs": {"colour": "blue", "shape": "square", "position": "left", "seed": 3}},
-            "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
-            "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a blue circle on the left"}},
-            "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+    base = {**shapes_photo("blue", "square", "left", 3, "a blue circle on the left"),
             "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}}}
     links = {"model": ["1", 0], "positive": ["4", 0], "negative": ["5", 0], "optimized": None, "photo": ["3", 0],
              "empty": ["6", 0]}

@@ -34,7 +34,7 @@ def test_object_info_lists_the_nodes_with_tooltips(server):
     d = sub("core.defaults")
     assert info["ImagicOptimizeEmbedding"]["input"]["required"]["steps"][1]["default"] == d.EMBED_STEPS
     assert info["ImagicFinetuneUNet"]["input"]["required"]["steps"][1]["default"] == d.TUNE_STEPS
-    assert info["ImagicInterpolateConditioning"]["input"]["required"]["eta"][1]["default"] == sub("core.defaults").ETA
+    assert info["ImagicInterpolateConditioning"]["input"]["required"]["eta"][1]["default"] == d.ETA
 
 
 def test_prompt_runs_the_whole_edit(server):

@@ -70,7 +70,7 @@ def test_imagic_edit_uses_sd15_and_the_node_defaults():
     d = sub("core.defaults")
     assert embed["widgets_values"][:2] == [d.EMBED_STEPS, d.EMBED_LEARNING_RATE]
     assert tune["widgets_values"][:2] == [d.TUNE_STEPS, d.LEARNING_RATE[d.TUNE_METHOD]]
-    assert interp["widgets_values"] == [sub("core.defaults").ETA]
+    assert interp["widgets_values"] == [d.ETA]
     # the edit starts from the photo's latent at the default strength (issue 19): KSampler on VAE Encode, denoise
     (ksampler,) = nodes(workflow, "KSampler")
     (latent,) = [k for k in workflow["links"] if k[3] == ksampler["id"] and k[4] == 3]
