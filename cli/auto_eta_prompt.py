@@ -2,7 +2,8 @@
 (cli/start_graph.py) + VAE Decode.
 
 Whatever took the decoded edit (Save Image, a labelled grid) takes the chosen edit instead; a second Save Image
-writes the grid of every eta tried. The sampler settings, the negative prompt and the VAE are the workflow's.
+writes the grid of every eta tried. The sampler settings, the negative prompt and the VAE are the workflow's, and
+so is the sampler's model (the fine-tune, through Imagic Centred Noise where the workflow has it).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def use_auto_eta(prompt: dict, prefix: str) -> dict:
     """A copy of ``prompt`` that samples Imagic Auto Eta's default etas from the workflow's start and keeps the
     one it chooses."""
     out = copy.deepcopy(prompt)
-    optimize, tune = one(out, "ImagicOptimizeEmbedding"), one(out, "ImagicFinetuneUNet")
+    optimize = one(out, "ImagicOptimizeEmbedding")
+    one(out, "ImagicFinetuneUNet")  # exactly one fine-tune: the sampler's model comes from it
     mix = one(out, "ImagicInterpolateConditioning")
     try:
         found = start_graph.find(out)
@@ -42,7 +44,7 @@ def use_auto_eta(prompt: dict, prefix: str) -> dict:
     o = out[optimize]["inputs"]
     node = str(max(int(k) for k in out if k.isdigit()) + 1)
     out[node] = {"class_type": AUTO_ETA, "_meta": {"title": "Imagic Auto Eta"}, "inputs": {
-        "model": o["model"], "finetuned_model": [tune, 0], "optimized": [optimize, 0],
+        "model": o["model"], "finetuned_model": found.links["model"], "optimized": [optimize, 0],
         "target": o["conditioning"], "negative": found.links["negative"], "latent": o["latent"],
         "vae": out[decode]["inputs"]["vae"], **defaults.AUTO_ETA,
         "rule": DEFAULT_RULE, "seed": s.seed, "steps": s.steps, "cfg": s.cfg,

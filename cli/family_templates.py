@@ -279,7 +279,7 @@ def build_masked() -> dict:
     _new_link(w, load, 0, to_image, 0, "MASK")
     _new_link(w, to_image, 0, scale, 0, "IMAGE")
     _new_link(w, scale, 0, to_mask, 0, "IMAGE")
-    noise_mask = _add_node(w, "SetLatentNoiseMask", (1240, 226), (260, 46), [("samples", "LATENT"), ("mask", "MASK")],
+    noise_mask = _add_node(w, "SetLatentNoiseMask", (1240, 720), (260, 46), [("samples", "LATENT"), ("mask", "MASK")],
                            [("LATENT", "LATENT")], [], title="Set Latent Noise Mask (edit inside)")
     _new_link(w, 7, 0, noise_mask, 0, "LATENT")  # the photo's latent
     _new_link(w, to_mask, 0, noise_mask, 1, "MASK")
@@ -301,6 +301,8 @@ def build_masked() -> dict:
     for g in w["groups"]:
         if g["title"] == "Result":
             g["bounding"][3] = 850
+        if g["title"] == "Edit (per eta)":  # the noise mask below the KSampler (Imagic Centred Noise above it)
+            g["bounding"][3] = 800
     w["groups"].append({"id": 7, "title": "Mask (white = edit)", "bounding": [20, 780, 740, 440],
                         "color": "#a1309b", "font_size": 24, "flags": {}})
     for order, n in enumerate(w["nodes"]):

@@ -153,6 +153,54 @@ def test_api_format_validates_against_the_live_object_info(workflow_server, obje
     assert status == 200 and body.get("node_errors") == {}, body
 
 
+def samplers_of_the_edit(prompt: dict) -> list[str]:
+    """The samplers whose positive is Imagic Interpolate Conditioning's output (through Flux Guidance on Flux)."""
+    def mixed(link) -> bool:
+        node = prompt[str(link[0])]
+        if node["class_type"] == "FluxGuidance":
+            return mixed(node["inputs"]["conditioning"])
+        return node["class_type"] == "ImagicInterpolateConditioning"
+
+    return [k for k, v in prompt.items() if v["class_type"] in ("KSampler", "SamplerCustom") and mixed(
+        v["inputs"]["positive"])]
+
+
+def source_type(prompt: dict, link) -> str:
+    return prompt[str(link[0])]["class_type"]
+
+
+@host
+@pytest.mark.parametrize("name", [n for n in NAMES if "ImagicInterpolateConditioning" in
+                                  {x["type"] for x in load(n)["nodes"]}])
+def test_every_imagic_sampler_samples_centred_noise_from_the_finetune(object_info, name):
+    """Issue 19: Imagic Centred Noise sits between the fine-tune and every sampler of an Imagic edit (and Auto
+    Eta's finetuned_model) in every template that samples from the photo, and the headless --start and --eta auto
+    keep it (the shapes benchmark measured the defaults with it). The instructpix2pix baseline keeps the paper's
+    noise start, where it was not measured."""
+    prompt = api_prompt(load(name), object_info)
+    found = samplers_of_the_edit(prompt)
+    assert found
+    centred = [k for k in found if source_type(prompt, prompt[k]["inputs"]["model"]) == "ImagicCentredNoise"]
+    if name == "baseline_instructpix2pix":
+        assert centred == []
+        return
+    assert centred == found, name
+    for node in (k for k, v in prompt.items() if v["class_type"] == "ImagicCentredNoise"):
+        assert source_type(prompt, prompt[node]["inputs"]["model"]) in (
+            "ImagicFinetuneUNet", "ImagicLoadFinetune", "CheckpointLoaderSimple")  # the last: SDEdit's, as measured
+    if name != "imagic_edit":
+        return
+    start_graph, auto = sub("cli.start_graph"), sub("cli.auto_eta_prompt")
+    for start in (start_graph.Start("inversion", 0.8), start_graph.Start("noise", 1.0)):
+        moved = start_graph.set_start(prompt, start, (512, 512))
+        assert {source_type(moved, moved[k]["inputs"]["model"]) for k in samplers_of_the_edit(moved)} == {
+            "ImagicCentredNoise"}, start
+    chooser = auto.use_auto_eta(prompt, "edit")
+    (node,) = [v for v in chooser.values() if v["class_type"] == "ImagicAutoEta"]
+    assert source_type(chooser, node["inputs"]["finetuned_model"]) == "ImagicCentredNoise"
+    assert source_type(chooser, node["inputs"]["model"]) == "CheckpointLoaderSimple"
+
+
 @host
 def test_in_process_conversion_matches_the_live_server(comfy, object_info):
     """The headless command converts with the in-process node definitions: same result as the server's."""
