@@ -114,7 +114,7 @@ DEFAULT_ROWS = ["defaults", "imagic_full", "imagic_full_weak", "imagic_lora", "c
 QUICK = {"embed_steps": 20, "tune_steps": 20}
 
 
-CENTRED = " (centred noise)"  # --centred's label suffix
+CENTRED = " (centred noise)"  # the label suffix unless --stock-noise
 
 
 def row(key: str, pack) -> Row:
@@ -147,8 +147,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cfg", type=float, help="default: the shapes model's (demo/shapes_checkpoint.py: SAMPLING)")
     p.add_argument("--sampler", help="default: the shapes model's (SAMPLING)")
     p.add_argument("--scheduler", help="default: the shapes model's (SAMPLING)")
-    p.add_argument("--centred", action="store_true",
-                   help="Imagic Centred Noise before Imagic's and SDEdit's samplers (labels end in '(centred noise)')")
+    p.add_argument("--stock-noise", action="store_true",
+                   help="sample without Imagic Centred Noise; by default it is before Imagic's and SDEdit's samplers, "
+                        "as in the templates, and the labels end in '(centred noise)'")
+    p.add_argument("--centred", action="store_true", help=argparse.SUPPRESS)  # the default: older commands still run
     p.add_argument("--finish", metavar="SAMPLER:STEPS",
                    help="every sampling's last STEPS steps by SAMPLER (two KSamplerAdvanced): Imagic's, SDEdit's, "
                         "text-to-image's")
@@ -170,6 +172,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="no run: the table of earlier runs' outputs.jsonl files (together)")
     args = p.parse_args(argv)
     args.rows = args.rows or DEFAULT_ROWS
+    if args.centred and args.stock_noise:
+        p.error("--centred and --stock-noise contradict each other")
+    args.centred = not args.stock_noise
     if args.finish:
         name, _, steps = args.finish.partition(":")
         args.finish = (name, int(steps))
