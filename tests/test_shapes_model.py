@@ -253,7 +253,7 @@ BACKGROUND_TOLERANCE = 0.06  # bench/edit_quality.py's BACKGROUND_TOL: the backg
 SIZE_PRECISION = 0.005  # sqrt(area)/side: well under the reader's error on true renders (demo/shapes_world.py)
 
 
-def test_the_default_start_keeps_size_and_background_closer_than_the_noise_start_and_sdedit(edits):
+def test_the_default_start_keeps_the_background_closer_than_the_noise_start_and_the_size_than_sdedit(edits):
     """Issue 19, with the templates' defaults (every sampler through Imagic Centred Noise): sampled from the
     default start, the edit keeps the background closer to the input than the paper's start from noise, within
     the benchmark's tolerance (0.06) on every edit, and the object's size closer than SDEdit at the same strength
@@ -322,4 +322,3 @@ def test_imagic_keeps_place_and_background_closer_than_text_to_image(edits):
     imagic, t2i = np.array(imagic), np.array(t2i)
     report = json.dumps({"imagic": imagic.round(3).tolist(), "t2i": t2i.round(3).tolist()})
     assert (np.nanmean(imagic, axis=0) < np.nanmean(t2i, axis=0)).all(), report
-
