@@ -91,8 +91,8 @@ def test_schema_has_a_description_tooltips_and_a_help_page(comfy):
 
 
 def test_the_benchmarks_centred_start_puts_the_node_before_the_sampler(comfy):
-    """cli/start_graph.Sampling.centred (bench/edit_quality.py --centred): the start's sampler samples the centred
-    model, and the edit's latent differs from the stock start's with the same seed."""
+    """cli/start_graph.Sampling.centred (bench/edit_quality.py's default, off with --stock-noise): the start's
+    sampler samples the centred model, and the edit's latent differs from the stock start's with the same seed."""
     sg = sub("cli.start_graph")
     base = {**shapes_photo("blue", "square", "left", 3, "a blue circle on the left"),
             "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}}}
