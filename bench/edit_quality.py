@@ -117,6 +117,11 @@ QUICK = {"embed_steps": 20, "tune_steps": 20}
 CENTRED = " (centred noise)"  # the label suffix unless --stock-noise
 
 
+def centred_suffix(low_frequencies: int) -> str:
+    """The rows' label suffix for Imagic Centred Noise with ``low_frequencies`` (0: the mean only, as before)."""
+    return CENTRED if not low_frequencies else f"{CENTRED[:-1]}, low frequencies {low_frequencies})"
+
+
 def row(key: str, pack) -> Row:
     """``ROWS[key]``; the node defaults' rows with today's values of core/defaults.py (LoRA at its rate)."""
     found = ROWS[key]
@@ -150,6 +155,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stock-noise", action="store_true",
                    help="sample without Imagic Centred Noise; by default it is before Imagic's and SDEdit's samplers, "
                         "as in the templates, and the labels end in '(centred noise)'")
+    p.add_argument("--low-frequencies", type=int, metavar="K",
+                   help="Imagic Centred Noise's low_frequencies (default: the node's); labels say it when not 0")
     p.add_argument("--centred", action="store_true", help=argparse.SUPPRESS)  # the default: older commands still run
     p.add_argument("--finish", metavar="SAMPLER:STEPS",
                    help="every sampling's last STEPS steps by SAMPLER (two KSamplerAdvanced): Imagic's, SDEdit's, "
@@ -296,7 +303,7 @@ def start_sampling(args, prompt: dict, start, model, positive, optimized, seed: 
     """The edit's sampling from ``start`` (cli/start_graph.py's stock nodes); the id of its latent's node."""
     name, steps = args.finish or (None, 0)
     sampling = start_graph.Sampling(seed, args.sample_steps, args.cfg, args.sampler, args.scheduler, name, steps,
-                                    args.centred)
+                                    args.centred, args.low_frequencies)
     return start_graph.add_start(prompt, start, sampling, model=model, positive=positive, negative=["12", 0],
                                  optimized=optimized, photo=["4", 0], empty=["13", 0], prefix="8")
 
@@ -561,6 +568,8 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     pack = host.boot(cpu=True)
+    if args.low_frequencies is None:
+        args.low_frequencies = pack("nodes.centred_noise").LOW_FREQUENCIES
     world = pack("demo.shapes_world")
     grid = pack("core.grid")
     sampling = pack("demo.shapes_checkpoint").SAMPLING  # how the shapes model is sampled, unless told otherwise
@@ -594,7 +603,7 @@ def main(argv=None) -> int:
                 for row_key in args.rows:
                     outputs = outputs_of(row(row_key, pack), runner, args, name, text, seed, pack)
                     for label, image, seconds, extra in outputs:
-                        label += CENTRED if args.centred and row_key != "roundtrip" else ""
+                        label += centred_suffix(args.low_frequencies) if args.centred and row_key != "roundtrip" else ""
                         picture = image[0].float().cpu().numpy()
                         reading = world.read(picture)
                         got = {"colour": reading.colour, "shape": reading.shape, "position": reading.position}
@@ -628,7 +637,7 @@ def write_grid(pictures: dict, records: list[dict], grid, path: Path, rule: str)
     imagic_rows = [r for r in labels_in_order if ", eta " in r]
     first = imagic_rows[0].rsplit(", eta ", 1)[0] if imagic_rows else None
     sdedit = f"SDEdit {start_graph.Start().strength:g}"
-    columns = ["input"] + [r for r in labels_in_order if r in (sdedit, sdedit + CENTRED)]
+    columns = ["input"] + [r for r in labels_in_order if r == sdedit or r.startswith(sdedit + CENTRED[:-1])]
     if first:
         columns += [r for r in imagic_rows if r.startswith(first)]
         columns += [r for r in labels_in_order if r.startswith(f"{first}, auto ({rule})")]

@@ -58,6 +58,7 @@ class Sampling:
     finish: str | None = None  # a second sampler for the last ``finish_steps`` steps (KSamplerAdvanced pair)
     finish_steps: int = 0
     centred: bool = False  # Imagic Centred Noise on the model first (the start noise without its channel means)
+    low_frequencies: int = 0  # ... and without its coarsest waves (the node's input)
 
 
 def _finished(prompt: dict, s: Sampling, latent, denoise: float, *, model, positive, negative, prefix: str) -> str:
@@ -84,7 +85,8 @@ def add_start(prompt: dict, start: Start, sampling: Sampling, *, model, positive
     size (links: [node id, output])."""
     s = sampling
     if s.centred:
-        prompt[f"{prefix}n"] = {"class_type": "ImagicCentredNoise", "inputs": {"model": model}}
+        prompt[f"{prefix}n"] = {"class_type": "ImagicCentredNoise",
+                                "inputs": {"model": model, "low_frequencies": s.low_frequencies}}
         model = [f"{prefix}n", 0]
     if start.kind in ("noise", "photo"):
         latent, denoise = (empty, 1.0) if start.kind == "noise" else (photo, start.strength)

@@ -1,6 +1,7 @@
-"""Imagic Centred Noise on the real executor: the sampler's start noise loses its per-channel mean (on an
-eps and a flow model family), the given model is left as it was, and on the shapes model the seed no longer
-shifts the shade of a background sampled from the photo."""
+"""Imagic Centred Noise on the real executor: the sampler's start noise loses its per-channel mean and, with
+``low_frequencies``, its coarsest waves (on an eps and a flow model family), the given model is left as it was, and
+on the shapes model the seed no longer shifts the shade of a background sampled from the photo nor leaves blotches
+on it."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,14 +24,38 @@ def test_centred_removes_each_samples_channel_mean_and_nothing_else():
     assert noise_core.centred(video).mean(dim=(2, 3, 4)).abs().max() < 1e-6
 
 
+def test_low_frequencies_removes_the_coarsest_waves_and_nothing_else():
+    g = torch.Generator().manual_seed(2)
+    noise = torch.randn(2, 4, 16, 12, generator=g)
+    out = noise_core.centred(noise, 2)
+    assert out.shape == noise.shape and out.dtype == noise.dtype
+    before, after = torch.fft.fft2(noise.double()), torch.fft.fft2(out.double())
+
+    def cycles(n):
+        return (torch.fft.fftfreq(n) * n).round().abs()
+
+    coarse = (cycles(16).view(-1, 1) <= 2) & (cycles(12).view(1, -1) <= 2)
+    assert int(coarse.sum()) == 25  # 5 x 5 waves: 0, +-1, +-2 cycles each way
+    assert after[..., coarse].abs().max() < 1e-4
+    assert torch.allclose(after[..., ~coarse], before[..., ~coarse], atol=1e-4)
+    assert torch.equal(noise_core.centred(noise, 0), noise_core.centred(noise))
+    video = torch.randn(1, 16, 3, 8, 8, generator=g) + 0.5
+    centred_video = noise_core.centred(video.half(), 1)
+    assert centred_video.dtype == torch.float16
+    assert centred_video.float().mean(dim=(2, 3, 4)).abs().max() < 1e-2
+
+
 @pytest.mark.parametrize("family", ["sd15", "flux"])
 def test_the_models_start_noise_is_centred_and_the_given_model_is_not(comfy, family):
     graph = {"1": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": family, "seed": 0}},
-             "2": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0]}},
-             "3": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["2", 0]}},
-             "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}}
+             "2": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0], "low_frequencies": 0}},
+             "3": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["2", 0], "low_frequencies": 0}},
+             "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}},
+             "5": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["3", 0], "low_frequencies": 2}},
+             "6": {"class_type": "PreviewAny", "inputs": {"source": ["5", 0]}}}
     comfy.run(graph)
     given, once, twice = comfy.output("1"), comfy.output("2"), comfy.output("3")
+    coarse = comfy.output("5").get_model_object("model_sampling")
     stock = given.get_model_object("model_sampling")
     centred = once.get_model_object("model_sampling")
     assert not getattr(stock, "imagic_centred", False), "the given model was patched"
@@ -44,6 +69,11 @@ def test_the_models_start_noise_is_centred_and_the_given_model_is_not(comfy, fam
         want = stock.noise_scaling(sigma, noise_core.centred(noise), latent)
         plain = stock.noise_scaling(sigma, noise.clone(), latent)
     assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, plain, atol=1e-3)
+    with torch.inference_mode():  # a second node with another setting replaces the first's, not on top of it
+        got = coarse.noise_scaling(sigma, noise.clone(), latent)
+        want = stock.noise_scaling(sigma, noise_core.centred(noise, 2), latent)
+    assert torch.allclose(got, want, atol=1e-5)
     assert not torch.allclose(got, plain, atol=1e-3)
     assert torch.equal(centred.sigmas, stock.sigmas)  # the same schedule
 
@@ -83,6 +113,32 @@ def test_centred_noise_keeps_the_background_shade_the_seed_shifts(comfy):
     assert np.isfinite(centred.background_spread)
 
 
+def test_low_frequencies_flatten_the_blotches_a_rough_seed_leaves(comfy):
+    """SDEdit 0.8 on the shapes model from a held-out picture with seed 0, whose noise has more coarse waves than
+    most (bench/RESULTS.md): centred, the background comes out blotchy; without the noise's coarsest waves its
+    spread is within 1.5x the VAE round trip's, as flat as the input's."""
+    s = sub("demo.shapes_checkpoint").SAMPLING
+    scene = world.scene_for_seed("red", "circle", "left", 100)
+    graph = {**shapes_photo("red", "circle", "left", 100, "a red circle on the left"),
+             "rt": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 2]}}}
+    for node, low in (("7", 0), ("8", 2)):
+        graph[f"{node}n"] = {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0], "low_frequencies": low}}
+        graph[node] = {"class_type": "KSampler", "inputs": {
+            "model": [f"{node}n", 0], "positive": ["4", 0], "negative": ["5", 0], "latent_image": ["3", 0], "seed": 0,
+            **s, "denoise": 0.8}}
+        graph[f"{node}d"] = {"class_type": "VAEDecode", "inputs": {"samples": [node, 0], "vae": ["1", 2]}}
+        graph[f"{node}p"] = {"class_type": "PreviewImage", "inputs": {"images": [f"{node}d", 0]}}
+    graph["rtp"] = {"class_type": "PreviewImage", "inputs": {"images": ["rt", 0]}}
+    comfy.run(graph)
+    trip, mean_only, coarse = (world.read(comfy.output(n)[0].numpy()) for n in ("rt", "7d", "8d"))
+    print(f"background spread: round trip {trip.background_spread:.4f}, centred {mean_only.background_spread:.4f}, "
+          f"without the coarsest waves {coarse.background_spread:.4f}")
+    assert mean_only.background_spread > 2 * trip.background_spread, "seed 0 left no blotches: the test lost its point"
+    assert coarse.background_spread < 1.5 * trip.background_spread
+    assert abs(coarse.background - scene.background) < 0.06
+    assert (coarse.colour, coarse.shape, coarse.position) == ("red", "circle", "left")
+
+
 def test_schema_has_a_description_tooltips_and_a_help_page(comfy):
     node = comfy.nodes.NODE_CLASS_MAPPINGS["ImagicCentredNoise"]
     schema = node.define_schema()
@@ -107,5 +163,5 @@ def test_the_benchmarks_centred_start_puts_the_node_before_the_sampler(comfy):
         prompt["9"] = {"class_type": "PreviewAny", "inputs": {"source": [out, 0]}}
         comfy.run(prompt)
         latents[centred] = comfy.output(out)["samples"]
-    assert prompt["8n"] == {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0]}}
+    assert prompt["8n"] == {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0], "low_frequencies": 0}}
     assert not torch.allclose(latents[True], latents[False], atol=1e-3)

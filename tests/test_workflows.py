@@ -173,10 +173,10 @@ def source_type(prompt: dict, link) -> str:
 @pytest.mark.parametrize("name", [n for n in NAMES if "ImagicInterpolateConditioning" in
                                   {x["type"] for x in load(n)["nodes"]}])
 def test_every_imagic_sampler_samples_centred_noise_from_the_finetune(object_info, name):
-    """Issue 19: Imagic Centred Noise sits between the fine-tune and every sampler of an Imagic edit (and Auto
-    Eta's finetuned_model) in every template that samples from the photo, and the headless --start and --eta auto
-    keep it (the shapes benchmark measured the defaults with it). The instructpix2pix baseline keeps the paper's
-    noise start, where it was not measured."""
+    """Issue 19: Imagic Centred Noise (with its default low_frequencies; the masked edit: the mean alone) sits
+    between the fine-tune and every sampler of an Imagic edit (and Auto Eta's finetuned_model) in every template
+    that samples from the photo, and the headless --start and --eta auto keep it (the shapes benchmark measured the
+    defaults with it). The instructpix2pix baseline keeps the paper's noise start, where it was not measured."""
     prompt = api_prompt(load(name), object_info)
     found = samplers_of_the_edit(prompt)
     assert found
@@ -185,9 +185,12 @@ def test_every_imagic_sampler_samples_centred_noise_from_the_finetune(object_inf
         assert centred == []
         return
     assert centred == found, name
+    low = object_info["ImagicCentredNoise"]["input"]["optional"]["low_frequencies"][1]["default"]  # as measured
     for node in (k for k, v in prompt.items() if v["class_type"] == "ImagicCentredNoise"):
         assert source_type(prompt, prompt[node]["inputs"]["model"]) in (
             "ImagicFinetuneUNet", "ImagicLoadFinetune", "CheckpointLoaderSimple")  # the last: SDEdit's, as measured
+        masked = sub("cli.family_templates").MASKED_LOW_FREQUENCIES  # the photo is pasted back outside the mask
+        assert prompt[node]["inputs"]["low_frequencies"] == (masked if name == "imagic_edit_masked" else low), name
     if name != "imagic_edit":
         return
     start_graph, auto = sub("cli.start_graph"), sub("cli.auto_eta_prompt")
