@@ -34,4 +34,8 @@ def centred(noise: torch.Tensor, low_frequencies: int = 0) -> torch.Tensor:
         shape = [1] * noise.ndim
         shape[d] = -1
         coarse = coarse & (k <= low_frequencies).view(shape)
+    if bool(coarse.all()):
+        most = (min(noise.shape[d] for d in dims) - 1) // 2 - 1
+        raise ValueError(f"Imagic Centred Noise: low_frequencies {low_frequencies} takes all of the noise out of a "
+                         f"latent of {tuple(noise.shape[2:])}; set it to at most {max(most, 0)} (0: the mean alone)")
     return torch.fft.ifftn(spectrum.masked_fill(coarse, 0), dim=dims).real.to(noise.dtype)

@@ -43,6 +43,10 @@ def test_low_frequencies_removes_the_coarsest_waves_and_nothing_else():
     centred_video = noise_core.centred(video.half(), 1)
     assert centred_video.dtype == torch.float16
     assert centred_video.float().mean(dim=(2, 3, 4)).abs().max() < 1e-2
+    small = torch.randn(1, 4, 8, 8, generator=g)  # at most 4 cycles each way: 4 would leave no noise
+    assert noise_core.centred(small, 2).abs().max() > 0.1
+    with pytest.raises(ValueError, match="low_frequencies 4 takes all of the noise out.*at most 2"):
+        noise_core.centred(small, 4)
 
 
 @pytest.mark.parametrize("family", ["sd15", "flux"])
