@@ -82,6 +82,22 @@ def test_the_models_start_noise_is_centred_and_the_given_model_is_not(comfy, fam
     assert torch.equal(centred.sigmas, stock.sigmas)  # the same schedule
 
 
+def test_a_setting_that_takes_all_the_noise_out_stops_the_sampler_with_the_fix(comfy):
+    """On the real executor: the shapes model's 16x16 latent has at most 8 cycles each way, so low_frequencies 8
+    would leave the sampler no noise; the run stops at the KSampler with the largest setting that works."""
+    s = sub("demo.shapes_checkpoint").SAMPLING
+    graph = {**shapes_photo("red", "circle", "left", 100, "a blue circle on the left"),
+             "6": {"class_type": "ImagicCentredNoise", "inputs": {"model": ["1", 0], "low_frequencies": 8}},
+             "7": {"class_type": "KSampler", "inputs": {
+                 "model": ["6", 0], "positive": ["4", 0], "negative": ["5", 0], "latent_image": ["3", 0], "seed": 0,
+                 **s, "denoise": 0.8}},
+             "8": {"class_type": "PreviewAny", "inputs": {"source": ["7", 0]}}}
+    comfy.run(graph, expect_success=False)
+    message = comfy.error_message()
+    assert message.startswith("KSampler:") and "low_frequencies 8 takes all of the noise out" in message, message
+    assert "at most 6" in message, message
+
+
 def shapes_photo(colour: str, shape: str, position: str, seed: int, text: str) -> dict:
     """The shapes model, a held-out scene's picture as its VAE latent (node 3), ``text`` (4) and the empty text
     (5): what a start from the photo samples from."""
