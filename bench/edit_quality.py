@@ -72,9 +72,10 @@ class Row:
 def imagic(name: str, **params) -> Row:
     """An Imagic row (the shapes model's shipped edit recipe is imagic_full: tests/test_shapes_model.py).
     low_memory off: on this CPU its checkpointing (with the bf16 autocast CPUs used before issue 18) made this
-    small model's steps ~3.5x slower (A 0.33 vs 0.09 s/step, B lora 0.62 vs 0.15)."""
+    small model's steps ~3.5x slower (A 0.33 vs 0.09 s/step, B lora 0.62 vs 0.15). B's rate is constant, as
+    when these recipes were measured, unless ``schedule`` says otherwise."""
     base = {"embed_steps": 100, "embed_lr": 5e-3, "tune_steps": 150, "tune_lr": 1e-3, "method": "lora", "rank": 8,
-            "low_memory": False, "early_stop": False}
+            "low_memory": False, "early_stop": False, "schedule": "constant"}
     return Row(name, "imagic", {**base, **params})
 
 
@@ -96,6 +97,8 @@ ROWS = {
     "half_steps": Row("node defaults, half the steps", "imagic", {"node_defaults": True, "steps_scale": 0.5}),
     # issue 19's forgetting: the node defaults with the LoRA on part of the network (Imagic Finetune UNet's
     # lora_blocks; core/blocks.py)
+    # issue 19's texture: the node defaults with B's rate constant (the defaults before linear_decay)
+    "constant_rate": Row("node defaults, constant rate", "imagic", {"node_defaults": True, "schedule": "constant"}),
     **{f"lora_{part}": Row(f"node defaults, LoRA on {part}", "imagic", {"node_defaults": True, "lora_blocks": part})
        for part in ("encoder", "decoder", "attention")},
     # issue 21's time to quality: the node defaults before it (A 250 @2e-3, B lora 375 @1e-4), and 0.4x their steps
@@ -137,9 +140,11 @@ def row(key: str, pack) -> Row:
     stop = f", early stop every {d.EARLY_STOP_EVERY}" if early else ""
     blocks = found.params.get("lora_blocks")
     extra = {"lora_blocks": blocks} if blocks else {}
-    return imagic(f"{found.name} (A {a} @{d.EMBED_LEARNING_RATE:g}, B {d.TUNE_METHOD} {b} @{lr:g}{stop})",
+    schedule = found.params.get("schedule", d.TUNE_SCHEDULE)
+    rate = "" if schedule == "constant" else f" {schedule.replace('_', ' ')}"
+    return imagic(f"{found.name} (A {a} @{d.EMBED_LEARNING_RATE:g}, B {d.TUNE_METHOD} {b} @{lr:g}{rate}{stop})",
                   embed_steps=a, embed_lr=d.EMBED_LEARNING_RATE, tune_steps=b, tune_lr=lr, method=d.TUNE_METHOD,
-                  rank=d.LORA_RANK, early_stop=early, **extra)
+                  rank=d.LORA_RANK, early_stop=early, schedule=schedule, **extra)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -325,7 +330,7 @@ def imagic_training(prompt: dict, p: dict, seed: int) -> None:
                    "inputs": {"model": ["1", 0], "conditioning": ["5", 0], "latent": ["4", 0],
                               "steps": p["tune_steps"], "learning_rate": p["tune_lr"], "method": p["method"],
                               "lora_rank": p["rank"], "seed": seed, "low_memory": p["low_memory"],
-                              "early_stop": p["early_stop"]}}
+                              "early_stop": p["early_stop"], "learning_rate_schedule": p["schedule"]}}
     if "lora_blocks" in p:
         prompt["6"]["inputs"]["lora_blocks"] = p["lora_blocks"]
 

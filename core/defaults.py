@@ -18,6 +18,11 @@ TUNE_METHOD = "lora"
 LEARNING_RATE = {"lora": 2.5e-4, "full": 5e-7}  # per method; full: the paper's
 LORA_RANK = 8
 LORA_BLOCKS = "all"  # which layers the fine-tune trains (core.blocks.CHOICES): all = every linear/conv weight
+# How B's learning rate moves over the steps (core.training.rate_at). linear_decay: from about twice the learning
+# rate down to nearly 0 at the last step, the same mean rate as constant. On the shapes benchmark it left the
+# backgrounds flat (the last draws no longer imprint their noise on the fine-tune) and edited at least as often
+# (bench/RESULTS.md, "B's learning rate running down to zero").
+TUNE_SCHEDULE = "linear_decay"
 METHOD_DEFAULT = 0.0  # a learning rate of 0 means the method's default (LEARNING_RATE)
 
 # Both training nodes: stop when converged (core.training.EarlyStop). Every EARLY_STOP_EVERY steps the loss on
@@ -31,6 +36,8 @@ EARLY_STOP_MARGIN = 0.1
 EARLY_STOP_MIN_CHECKS = 3
 EARLY_STOP_DRAWS = 8
 HELDOUT_SEED = 1234  # the held-out draws of early stopping and of the tests' and benchmarks' reconstruction loss
+
+EMBED_SCHEDULE = "constant"  # step A's (not exposed: measured only for B)
 
 # Step C, Imagic Interpolate Conditioning (and the eta a saved fine-tune suggests)
 ETA = 1.5

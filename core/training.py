@@ -107,11 +107,27 @@ class FlatParameters:
         self.values.grad.zero_()
 
 
+SCHEDULES = ("linear_decay", "constant")
+
+
+def rate_at(schedule: str, learning_rate: float, step: int, steps: int) -> float:
+    """The learning rate of step ``step`` (0-based) of ``steps``. constant: ``learning_rate`` throughout.
+    linear_decay: down in equal steps from about 2 x ``learning_rate`` to 2 x ``learning_rate`` / (``steps`` + 1)
+    at the last step, so the mean over the steps is exactly ``learning_rate`` (Adam moves a value by about its
+    rate per step: the same distance as constant, with the last draws' updates small)."""
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "linear_decay":
+        return 2.0 * learning_rate * (steps - step) / (steps + 1)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}: one of {', '.join(SCHEDULES)}")
+
+
 def adam_loop(params: Iterable[torch.Tensor], loss_fn: Callable[[int], torch.Tensor], steps: int,
               learning_rate: float, on_step: Callable[[int, float], None] | None = None,
-              early_stop: EarlyStop | None = None) -> list[float]:
+              early_stop: EarlyStop | None = None, schedule: str = "constant") -> list[float]:
     """Minimise ``loss_fn(step)`` over ``params`` with Adam for ``steps`` steps, or until ``early_stop`` says
-    the held-out loss has converged; returns the losses (one per step taken).
+    the held-out loss has converged; returns the losses (one per step taken). ``schedule`` moves the rate over
+    the steps (``rate_at``).
 
     The loss is read back once per step (for the progress display and the NaN check), the loop's only
     host-device synchronisation; ``on_step`` may raise to stop the loop (ComfyUI's Cancel does), and
@@ -124,11 +140,15 @@ def adam_loop(params: Iterable[torch.Tensor], loss_fn: Callable[[int], torch.Ten
         raise ValueError("nothing to optimise: no parameter requires a gradient")
     if not (learning_rate > 0 and math.isfinite(learning_rate)):
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate}")
+    rate_at(schedule, learning_rate, 0, steps)  # an unknown schedule fails before anything trains
     flat = FlatParameters(params) if FlatParameters.worth_it(params) else None
     optimizer = adam([flat.values] if flat else params, learning_rate)
     zero_grad = flat.zero_grad if flat else lambda: optimizer.zero_grad(set_to_none=True)
     losses: list[float] = []
     for step in range(steps):
+        if schedule != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = rate_at(schedule, learning_rate, step, steps)
         loss = loss_fn(step)
         zero_grad()
         loss.backward()

@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from ..core import blocks as parts
 from ..core import defaults
+from ..core.training import SCHEDULES
 from .comfy_model import check_inputs
 from .conditioning_io import model_entries
 from .errors import fail
@@ -40,6 +41,13 @@ LORA_BLOCKS_TOOLTIP = (
     "the attention projections (q, k, v, out) of every transformer block (Flux single blocks: linear1/linear2, "
     "which hold their MLP too). The time and text embeddings train only with all. Imagic Save Finetune records "
     "the choice.")
+
+SCHEDULE_TOOLTIP = (
+    "How the learning rate moves over the steps. linear_decay (default): from about twice learning_rate down to "
+    "nearly 0 at the last step, so its mean is learning_rate (the same total change as constant). On the shapes "
+    "benchmark it kept the edits as often and left flat backgrounds flat: with a constant rate the last few "
+    "steps' noise draws imprint a blotchy texture that depends on the seed (bench/RESULTS.md). constant: "
+    "learning_rate at every step (the paper's).")
 
 
 def title(method: str, lora_blocks: str = defaults.LORA_BLOCKS) -> str:
@@ -75,7 +83,8 @@ class ImagicFinetuneUNet(io.ComfyNode):
                                                           paper=defaults.PAPER["tune_steps"])),
                 io.Float.Input("learning_rate", default=defaults.LEARNING_RATE[defaults.TUNE_METHOD], min=0.0, max=1.0,
                                step=1e-7,
-                               tooltip=f"Adam learning rate: lora {defaults.LEARNING_RATE['lora']:g}, full "
+                               tooltip="Adam learning rate (its mean over the steps: see learning_rate_schedule): "
+                                       f"lora {defaults.LEARNING_RATE['lora']:g}, full "
                                        f"{defaults.LEARNING_RATE['full']:g} (the paper's). "
                                        "Switching method in the graph editor switches between these two while the "
                                        "value is one of them. 0 = the method's default."),
@@ -92,6 +101,8 @@ class ImagicFinetuneUNet(io.ComfyNode):
                 io.Boolean.Input("early_stop", default=defaults.EARLY_STOP, optional=True, tooltip=EARLY_STOP_TOOLTIP),
                 io.Combo.Input("lora_blocks", options=list(parts.CHOICES), default=defaults.LORA_BLOCKS, optional=True,
                                tooltip=LORA_BLOCKS_TOOLTIP),
+                io.Combo.Input("learning_rate_schedule", options=list(SCHEDULES), default=defaults.TUNE_SCHEDULE,
+                               optional=True, tooltip=SCHEDULE_TOOLTIP),
             ],
             outputs=[
                 io.Model.Output(display_name="model",
@@ -107,13 +118,14 @@ class ImagicFinetuneUNet(io.ComfyNode):
     @classmethod
     def execute(cls, model, conditioning, latent, steps, learning_rate, method, lora_rank, seed,
                 low_memory=LOW_MEMORY_DEFAULT, batch_size=1, early_stop=defaults.EARLY_STOP,
-                lora_blocks=defaults.LORA_BLOCKS) -> io.NodeOutput:
+                lora_blocks=defaults.LORA_BLOCKS, learning_rate_schedule=defaults.TUNE_SCHEDULE) -> io.NodeOutput:
         check_inputs(NODE_ID, model, conditioning, latent)
         check_texts_to_save(cls.hidden.prompt if cls.hidden else None)  # a Save Finetune's text, before training
         learning_rate = defaults.learning_rate(method, learning_rate)
         start = time.perf_counter()
         with training_mode():
-            settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size, early_stop)
+            settings = TrainingSettings(steps, learning_rate, seed, low_memory, batch_size, early_stop,
+                                        learning_rate_schedule)
             delta, losses = finetune(model, conditioning, latent, settings, method=method, lora_rank=lora_rank,
                                      lora_blocks=lora_blocks)
         return io.NodeOutput(finetuned_model(model, delta), delta, {"loss": losses},

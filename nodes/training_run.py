@@ -53,6 +53,7 @@ class TrainingSettings:
     low_memory: bool = LOW_MEMORY_DEFAULT
     batch_size: int = 1
     early_stop: bool = defaults.EARLY_STOP
+    schedule: str = defaults.EMBED_SCHEDULE  # how the rate moves over the steps (core.training.rate_at)
 
 
 class TrainedList(list):
@@ -163,7 +164,8 @@ class TrainingSetup:
         progress = TrainingProgress(title, settings.steps)
         try:
             with cpu_threads(self.device):  # on a CPU: a thread count the other work on it leaves room for
-                losses = adam_loop(params, loss_fn, settings.steps, settings.learning_rate, progress, self.early_stop)
+                losses = adam_loop(params, loss_fn, settings.steps, settings.learning_rate, progress, self.early_stop,
+                                   settings.schedule)
             progress.finish(len(losses))
             if self.early_stop is not None and self.early_stop.stopped_at is not None:
                 LOG.info("%s: converged, stopped early after step %d of %d (held-out loss %s)", title,

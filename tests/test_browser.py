@@ -186,10 +186,10 @@ def test_loss_chart_appears_and_updates_during_a_run(frontend, workflow_server, 
     assert all(after[t]["step"] == steps and after[t]["points"] == steps for t in TRAINING)
 
     saved = frontend.evaluate(SAVED_WIDGETS_JS, ids)  # the chart is neither saved nor sent to the server
-    # steps, learning_rate, seed + its control, low_memory, batch_size, early_stop (+ method, lora_rank, lora_blocks):
-    # no chart
+    # steps, learning_rate, seed + its control, low_memory, batch_size, early_stop (+ method, lora_rank, lora_blocks,
+    # learning_rate_schedule): no chart
     assert len(saved["ImagicOptimizeEmbedding"]["widgets_values"]) == 7
-    assert len(saved["ImagicFinetuneUNet"]["widgets_values"]) == 10
+    assert len(saved["ImagicFinetuneUNet"]["widgets_values"]) == 11
     assert not any("imagic_loss_chart" in saved[t]["api_inputs"] for t in TRAINING)
 
     shot = frontend.screenshot(tmp_path / "loss_chart.png", node_ids=list(ids.values()))

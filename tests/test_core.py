@@ -114,6 +114,35 @@ def test_adam_loop_rejects_bad_settings():
         training.adam_loop([torch.zeros(2)], lambda s: p.sum(), steps=1, learning_rate=0.1)
 
 
+@pytest.mark.parametrize("tensors", [1, 3])  # one tensor (the embedding), several (the flat buffer of adapters)
+@pytest.mark.parametrize("schedule", ["constant", "linear_decay"])
+def test_each_step_moves_by_the_schedules_rate(schedule, tensors):
+    """A loss with a constant gradient makes every Adam update the step's rate (m/sqrt(v) = 1): the moves are
+    ``rate_at``'s, down from ~2x to ~0 for linear_decay, and their mean is the learning rate either way."""
+    params = [torch.zeros(2, requires_grad=True) for _ in range(tensors)]
+    before, moves = [0.0], []
+
+    def record(step, loss):
+        now = float(params[0][0])
+        moves.append(before[0] - now)
+        before[0] = now
+
+    steps, rate = 8, 0.01
+    training.adam_loop(params, lambda s: sum(p.sum() for p in params), steps, rate, on_step=record, schedule=schedule)
+    expected = [training.rate_at(schedule, rate, k, steps) for k in range(steps)]
+    assert moves == pytest.approx(expected, rel=1e-4)
+    assert sum(moves) / steps == pytest.approx(rate, rel=1e-4)
+    if schedule == "linear_decay":
+        assert expected == sorted(expected, reverse=True) and expected[0] > 1.7 * rate and expected[-1] < 0.3 * rate
+
+
+def test_an_unknown_schedule_fails_before_anything_trains():
+    p = torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match="linear_decay, constant"):
+        training.adam_loop([p], lambda s: p.sum(), steps=3, learning_rate=0.1, schedule="cosine")
+    assert torch.equal(p.detach(), torch.zeros(2))
+
+
 def test_adam_loop_detects_non_finite_loss():
     p = torch.ones(2, requires_grad=True)
     with pytest.raises(training.NonFiniteLoss) as e:
