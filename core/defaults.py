@@ -3,8 +3,9 @@
 
 The training defaults were measured on the shapes benchmark (bench/RESULTS.md, Edit quality and Time to quality):
 A 100 steps at 5e-3 and B 150 LoRA steps at 2.5e-4 edit there at least as well as A 250 at 2e-3 + B 375 at 1e-4
-(the former defaults, themselves as good as the paper's 1000 + 1500) in 0.41x their time per edit; full-size
-models may differ. ComfyUI-free (plain values), like the rest of ``core``.
+(the former defaults, themselves as good as the paper's 1000 + 1500) in 0.41x their time per edit; since 8 December
+B's rate runs down from 5e-4 (linear_decay: about the same total change, flat backgrounds); full-size models may
+differ. ComfyUI-free (plain values), like the rest of ``core``.
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ EMBED_LEARNING_RATE = 5e-3  # 2.5x the paper's 2e-3, for 0.4x the former default
 # Step B, Imagic Finetune UNet
 TUNE_STEPS = 150
 TUNE_METHOD = "lora"
-LEARNING_RATE = {"lora": 2.5e-4, "full": 5e-7}  # per method; full: the paper's
+LEARNING_RATE = {"lora": 5e-4, "full": 5e-7}  # per method, the first step's (TUNE_SCHEDULE); full: the paper's
 LORA_RANK = 8
 LORA_BLOCKS = "all"  # which layers the fine-tune trains (core.blocks.CHOICES): all = every linear/conv weight
-# How B's learning rate moves over the steps (core.training.rate_at). linear_decay: from about twice the learning
-# rate down to nearly 0 at the last step, the same mean rate as constant. On the shapes benchmark it left the
-# backgrounds flat (the last draws no longer imprint their noise on the fine-tune) and edited at least as often
-# (bench/RESULTS.md, "B's learning rate running down to zero").
+# How B's learning rate moves over the steps (core.training.rate_at). linear_decay: the learning rate at the first
+# step, down to nearly 0 at the last. On the shapes benchmark it left the backgrounds flat (the last draws no longer
+# imprint their noise on the fine-tune) and edited at least as often (bench/RESULTS.md, "B's learning rate running
+# down to zero").
 TUNE_SCHEDULE = "linear_decay"
 METHOD_DEFAULT = 0.0  # a learning rate of 0 means the method's default (LEARNING_RATE)
 

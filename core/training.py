@@ -112,13 +112,13 @@ SCHEDULES = ("linear_decay", "constant")
 
 def rate_at(schedule: str, learning_rate: float, step: int, steps: int) -> float:
     """The learning rate of step ``step`` (0-based) of ``steps``. constant: ``learning_rate`` throughout.
-    linear_decay: down in equal steps from about 2 x ``learning_rate`` to 2 x ``learning_rate`` / (``steps`` + 1)
-    at the last step, so the mean over the steps is exactly ``learning_rate`` (Adam moves a value by about its
-    rate per step: the same distance as constant, with the last draws' updates small)."""
+    linear_decay: ``learning_rate`` at the first step, down in equal steps to ``learning_rate`` / ``steps`` at the
+    last (never above the rate given, as a rate tuned for constant may be near what a model tolerates; the mean is
+    about half the rate), so the last draws' updates are small."""
     if schedule == "constant":
         return learning_rate
     if schedule == "linear_decay":
-        return 2.0 * learning_rate * (steps - step) / (steps + 1)
+        return learning_rate * (steps - step) / steps
     raise ValueError(f"unknown learning-rate schedule {schedule!r}: one of {', '.join(SCHEDULES)}")
 
 

@@ -43,11 +43,11 @@ LORA_BLOCKS_TOOLTIP = (
     "the choice.")
 
 SCHEDULE_TOOLTIP = (
-    "How the learning rate moves over the steps. linear_decay (default): from about twice learning_rate down to "
-    "nearly 0 at the last step, so its mean is learning_rate (the same total change as constant). On the shapes "
-    "benchmark it kept the edits as often and left flat backgrounds flat: with a constant rate the last few "
-    "steps' noise draws imprint a blotchy texture that depends on the seed (bench/RESULTS.md). constant: "
-    "learning_rate at every step (the paper's).")
+    "How the learning rate moves over the steps. linear_decay (default): learning_rate at the first step, down in "
+    "equal steps to nearly 0 at the last (never above learning_rate). With a constant rate the last steps' noise "
+    "draws leave a faint blotchy texture on flat areas, which depends on the seed; on the shapes benchmark "
+    "linear_decay left them flat and edited at least as often (bench/RESULTS.md). constant: learning_rate at every "
+    "step (the paper's).")
 
 
 def title(method: str, lora_blocks: str = defaults.LORA_BLOCKS) -> str:
@@ -83,7 +83,7 @@ class ImagicFinetuneUNet(io.ComfyNode):
                                                           paper=defaults.PAPER["tune_steps"])),
                 io.Float.Input("learning_rate", default=defaults.LEARNING_RATE[defaults.TUNE_METHOD], min=0.0, max=1.0,
                                step=1e-7,
-                               tooltip="Adam learning rate (its mean over the steps: see learning_rate_schedule): "
+                               tooltip="Adam learning rate (the first step's: see learning_rate_schedule): "
                                        f"lora {defaults.LEARNING_RATE['lora']:g}, full "
                                        f"{defaults.LEARNING_RATE['full']:g} (the paper's). "
                                        "Switching method in the graph editor switches between these two while the "

@@ -63,9 +63,9 @@ def test_the_scan_sees_a_copy():
         assert [v for _, v in numbers_in(js)] == [5e-7]
 
 
-@pytest.mark.parametrize("rate, default", [(0, True), (0.0, True), (2.5e-4, True), (5e-7, True),
-                                           (2.5e-4 * (1 + 1e-7), True), (3e-6, False), (None, False), (True, False),
-                                           ("0", False)])
+@pytest.mark.parametrize("rate, default", [(0, True), (0.0, True), (5e-4, True), (5e-7, True),
+                                           (5e-4 * (1 + 1e-7), True), (2.5e-4, False), (3e-6, False), (None, False),
+                                           (True, False), ("0", False)])
 def test_a_rate_stands_for_the_methods_default_when_zero_or_one_of_the_defaults(rate, default):
     assert defaults.is_method_default(rate) is default
 

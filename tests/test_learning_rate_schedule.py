@@ -45,7 +45,7 @@ def test_the_input_is_an_optional_combo_with_a_tooltip_and_the_default_of_core_d
     assert spec[0] == "COMBO"
     assert spec[1]["options"] == list(training.SCHEDULES) == ["linear_decay", "constant"]
     assert spec[1]["default"] == defaults.TUNE_SCHEDULE == "linear_decay"
-    assert "twice learning_rate" in spec[1]["tooltip"] and "constant" in spec[1]["tooltip"]
+    assert "never above learning_rate" in spec[1]["tooltip"] and "constant" in spec[1]["tooltip"]
 
 
 def test_the_schedule_changes_the_finetune_and_constant_is_the_finetune_of_before(tiny):
