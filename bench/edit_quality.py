@@ -95,10 +95,10 @@ ROWS = {
     "no_early_stop": Row("node defaults, early stop off", "imagic", {"node_defaults": True, "early_stop": False}),
     # issue 21's time-to-quality: the node defaults with half of their A and B steps
     "half_steps": Row("node defaults, half the steps", "imagic", {"node_defaults": True, "steps_scale": 0.5}),
-    # issue 19's forgetting: the node defaults with the LoRA on part of the network (Imagic Finetune UNet's
-    # lora_blocks; core/blocks.py)
     # issue 19's texture: the node defaults before B's rate ran down (linear_decay from 5e-4 since 8 December)
     "constant_rate": imagic("defaults of 7 December (A 100 @5e-3, B lora 150 @2.5e-4, constant)", tune_lr=2.5e-4),
+    # issue 19's forgetting: the node defaults with the LoRA on part of the network (Imagic Finetune UNet's
+    # lora_blocks; core/blocks.py)
     **{f"lora_{part}": Row(f"node defaults, LoRA on {part}", "imagic", {"node_defaults": True, "lora_blocks": part})
        for part in ("encoder", "decoder", "attention")},
     # issue 21's time to quality: the node defaults before it (A 250 @2e-3, B lora 375 @1e-4), and 0.4x their steps

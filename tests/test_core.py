@@ -123,7 +123,7 @@ def test_each_step_moves_by_the_schedules_rate(schedule, tensors):
     before, moves = [0.0], []
 
     def record(step, loss):
-        now = float(params[0][0])
+        now = float(params[0][0].detach())
         moves.append(before[0] - now)
         before[0] = now
 
