@@ -27,7 +27,6 @@ def centred(noise: torch.Tensor, low_frequencies: int = 0) -> torch.Tensor:
     out = noise - noise.mean(dim=dims, keepdim=True)
     if low_frequencies <= 0:
         return out
-    spectrum = torch.fft.fftn(out.float(), dim=dims)
     coarse = torch.ones((), dtype=torch.bool, device=noise.device)
     for d in dims:  # integer frequency of each index along d: 0, 1, ..., -1
         k = (torch.fft.fftfreq(noise.shape[d], device=noise.device) * noise.shape[d]).round().abs()
@@ -38,4 +37,5 @@ def centred(noise: torch.Tensor, low_frequencies: int = 0) -> torch.Tensor:
         most = (min(noise.shape[d] for d in dims) - 1) // 2 - 1
         raise ValueError(f"Imagic Centred Noise: low_frequencies {low_frequencies} takes all of the noise out of a "
                          f"latent of {tuple(noise.shape[2:])}; set it to at most {max(most, 0)} (0: the mean alone)")
+    spectrum = torch.fft.fftn(out.float(), dim=dims)
     return torch.fft.ifftn(spectrum.masked_fill(coarse, 0), dim=dims).real.to(noise.dtype)

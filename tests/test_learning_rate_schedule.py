@@ -6,7 +6,6 @@ themselves: tests/test_core.py. What it does to an edit: tests/test_shapes_model
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 from asserts import assert_clear
 from graphs import imagic_graph, write_input_image
 from pack import sub
+from tiny_parts import finetune, sd15_parts
 
 defaults = sub("core.defaults")
 training = sub("core.training")
@@ -24,20 +24,7 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
 @pytest.fixture(scope="module")
 def tiny(comfy):
-    tiny_checkpoint = sub("demo.tiny_checkpoint")
-    with torch.inference_mode():
-        model, clip, _ = tiny_checkpoint.build_tiny_checkpoint("sd15", 0)
-        cond = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a sitting dog"))
-    latent = {"samples": torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))}
-    return types.SimpleNamespace(model=model, cond=cond, latent=latent)
-
-
-def finetune(tiny, **schedule) -> dict:
-    tr = sub("nodes.training_run")
-    settings = tr.TrainingSettings(steps=4, learning_rate=defaults.LEARNING_RATE["lora"], low_memory=False,
-                                   **schedule)
-    with tr.training_mode():
-        return sub("nodes.finetune_unet").finetune(tiny.model, tiny.cond, tiny.latent, settings)[0]
+    return sd15_parts()
 
 
 def test_the_input_is_an_optional_combo_with_a_tooltip_and_the_default_of_core_defaults(comfy):
@@ -49,9 +36,9 @@ def test_the_input_is_an_optional_combo_with_a_tooltip_and_the_default_of_core_d
 
 
 def test_the_schedule_changes_the_finetune_and_constant_is_the_finetune_of_before(tiny):
-    before = finetune(tiny)  # TrainingSettings without a schedule: step A's, constant
-    constant = finetune(tiny, schedule="constant")
-    decayed = finetune(tiny, schedule="linear_decay")
+    before = finetune(tiny, steps=4)  # TrainingSettings without a schedule: step A's, constant
+    constant = finetune(tiny, steps=4, settings={"schedule": "constant"})
+    decayed = finetune(tiny, steps=4, settings={"schedule": "linear_decay"})
     assert before.keys() == constant.keys() == decayed.keys()
     assert all(torch.equal(before[k], constant[k]) for k in before)
     assert any(not torch.equal(decayed[k], constant[k]) for k in decayed)

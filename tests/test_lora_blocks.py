@@ -16,6 +16,7 @@ import torch.utils.checkpoint
 from asserts import assert_clear
 from graphs import imagic_graph, sampler_only, write_input_image
 from pack import sub
+from tiny_parts import finetune, sd15_parts
 
 blocks = sub("core.blocks")
 defaults = sub("core.defaults")
@@ -29,20 +30,7 @@ def in_decoder(key: str) -> bool:
 @pytest.fixture(scope="module")
 def tiny(comfy):
     """The tiny SD1.5-family model, its e_opt stand-in (the encoded text) and a latent."""
-    tiny_checkpoint = sub("demo.tiny_checkpoint")
-    with torch.inference_mode():
-        model, clip, _ = tiny_checkpoint.build_tiny_checkpoint("sd15", 0)
-        cond = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a sitting dog"))
-    latent = {"samples": torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))}
-    return types.SimpleNamespace(model=model, cond=cond, latent=latent)
-
-
-def finetune(tiny, method="lora", steps=2, **kwargs):
-    tr = sub("nodes.training_run")
-    settings = tr.TrainingSettings(steps=steps, learning_rate=defaults.LEARNING_RATE[method], low_memory=False)
-    with tr.training_mode():
-        return sub("nodes.finetune_unet").finetune(tiny.model, tiny.cond, tiny.latent, settings, method=method,
-                                                   **kwargs)[0]
+    return sd15_parts()
 
 
 def test_all_is_the_finetune_of_before_every_layer_the_same_draws(tiny):
