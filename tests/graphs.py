@@ -21,10 +21,11 @@ def write_input_image(input_dir: Path, name: str = "imagic_input.png", size: int
 def imagic_graph(image: str, *, family: str = "sd15", text: str = TARGET_TEXT, embed_steps: int = 40,
                  embed_lr: float = 2e-2, tune_steps: int = 60, tune_lr: float = 1e-3, method: str = "lora",
                  rank: int = 8, eta: float = 0.7, sample_steps: int = 8, cfg: float = 1.0, seed: int = 0,
-                 model_seed: int = 0, early_stop: bool = False) -> dict:
+                 model_seed: int = 0, early_stop: bool = False, schedule: str | None = None) -> dict:
     """Loader -> CLIP Text Encode + VAE Encode -> the three Imagic nodes -> KSampler -> VAE Decode -> Save.
-    Early stopping off unless asked: the tests' training runs exactly the steps they give."""
-    return {
+    Early stopping off unless asked: the tests' training runs exactly the steps they give. ``schedule``: Imagic
+    Finetune UNet's learning_rate_schedule (None: the input left out, as in graphs saved before it: the default)."""
+    graph = {
         "1": {"class_type": "ImagicTinyCheckpoint", "inputs": {"family": family, "seed": model_seed}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": text}},
         "3": {"class_type": "LoadImage", "inputs": {"image": image}},
@@ -45,6 +46,9 @@ def imagic_graph(image: str, *, family: str = "sd15", text: str = TARGET_TEXT, e
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["1", 2]}},
         "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "imagic_test"}},
     }
+    if schedule is not None:
+        graph["6"]["inputs"]["learning_rate_schedule"] = schedule
+    return graph
 
 
 def sampler_only(graph: dict, model: list, positive: list, node: str = "8", seed: int = 0) -> dict:
